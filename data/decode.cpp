@@ -1,0 +1,360 @@
+#include "data/decode.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <csetjmp>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+
+// libjpeg's headers need FILE and size_t declared first.
+#include <jerror.h>
+#include <jpeglib.h>
+#include <stb/stb_image.h>
+
+namespace fg::data {
+
+ImageFormat sniff_format(const uint8_t* data, size_t size) {
+  if (size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF) return ImageFormat::Jpeg;
+  static const uint8_t kPng[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  if (size >= 8 && std::memcmp(data, kPng, 8) == 0) return ImageFormat::Png;
+  if (size >= 4) {
+    int w, h, comp;
+    if (stbi_info_from_memory(data, static_cast<int>(std::min<size_t>(size, 1 << 30)), &w, &h,
+                              &comp)) {
+      return ImageFormat::Other;
+    }
+  }
+  return ImageFormat::Unknown;
+}
+
+const char* format_name(ImageFormat format) {
+  switch (format) {
+    case ImageFormat::Jpeg:
+      return "JPEG";
+    case ImageFormat::Png:
+      return "PNG";
+    case ImageFormat::Other:
+      return "image";
+    case ImageFormat::Unknown:
+      break;
+  }
+  return "unknown format";
+}
+
+namespace {
+
+struct JpegErrorManager {
+  jpeg_error_mgr manager;
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+  bool premature_end;
+};
+
+extern "C" void jpeg_fail(j_common_ptr cinfo) {
+  auto* errors = reinterpret_cast<JpegErrorManager*>(cinfo->err);
+  (*cinfo->err->format_message)(cinfo, errors->message);
+  std::longjmp(errors->jump, 1);
+}
+
+// Warnings about corrupt entropy data are common in real datasets and PIL
+// decodes those files, so they pass; running out of data does not (PIL calls
+// such a file truncated).
+extern "C" void jpeg_note(j_common_ptr cinfo, int level) {
+  if (level < 0) {
+    auto* errors = reinterpret_cast<JpegErrorManager*>(cinfo->err);
+    if (cinfo->err->msg_code == JWRN_JPEG_EOF) errors->premature_end = true;
+    cinfo->err->num_warnings++;
+  }
+}
+
+// A complete JPEG ends with the EOI marker (possibly followed by padding).
+// Checking for it keeps the verdict on a truncated file independent of which
+// window a crop decodes.
+bool has_end_marker(const uint8_t* data, size_t size) {
+  const size_t window = std::min<size_t>(size, 4096);
+  for (size_t i = size - window; i + 1 < size; ++i) {
+    if (data[i] == 0xFF && data[i + 1] == 0xD9) return true;
+  }
+  return false;
+}
+
+inline int muldiv255(int a, int b) {
+  const int t = a * b + 128;
+  return ((t >> 8) + t) >> 8;
+}
+
+// PIL: a JPEG in CMYK (Adobe files store it inverted) becomes RGB through
+// ImagingConvert's cmyk2rgb.
+void cmyk_to_rgb(const uint8_t* cmyk, size_t pixels, bool inverted, uint8_t* rgb) {
+  for (size_t i = 0; i < pixels; ++i) {
+    int c = cmyk[i * 4 + 0], m = cmyk[i * 4 + 1], y = cmyk[i * 4 + 2], k = cmyk[i * 4 + 3];
+    if (inverted) {
+      c = 255 - c;
+      m = 255 - m;
+      y = 255 - y;
+      k = 255 - k;
+    }
+    const int nk = 255 - k;
+    auto clip = [](int v) { return static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v)); };
+    rgb[i * 3 + 0] = clip(nk - muldiv255(c, nk));
+    rgb[i * 3 + 1] = clip(nk - muldiv255(m, nk));
+    rgb[i * 3 + 2] = clip(nk - muldiv255(y, nk));
+  }
+}
+
+struct JpegOutcome {
+  bool failed = false;
+  bool premature_end = false;
+  bool cmyk = false;
+  bool adobe = false;
+  char message[JMSG_LENGTH_MAX] = {0};
+};
+
+// Reserves the output (kept out of the setjmp frame: objects with destructors
+// must not live there).
+uint8_t* reserve_output(InterleavedImage& image, int width, int height, int channels) {
+  image.reset(width, height, channels);
+  return image.pixels.data();
+}
+
+DecodeRequest choose_request(const DecodeRequestChooser* choose, const ImageInfo& info,
+                             std::exception_ptr& failure) {
+  try {
+    return (*choose)(info);
+  } catch (...) {
+    failure = std::current_exception();
+    return DecodeRequest{};
+  }
+}
+
+// All libjpeg work happens here, between setjmp and longjmp; only plain data
+// lives in this frame.
+void decode_jpeg_core(const uint8_t* data, size_t size, const DecodeRequestChooser* choose,
+                      std::exception_ptr* choose_failure, DecodedImage* out,
+                      InterleavedImage* cmyk_buffer, JpegOutcome* outcome) {
+  jpeg_decompress_struct cinfo;
+  JpegErrorManager errors;
+  cinfo.err = jpeg_std_error(&errors.manager);
+  errors.manager.error_exit = jpeg_fail;
+  errors.manager.emit_message = jpeg_note;
+  errors.premature_end = false;
+  jpeg_create_decompress(&cinfo);
+  if (setjmp(errors.jump)) {
+    outcome->failed = true;
+    std::memcpy(outcome->message, errors.message, sizeof errors.message);
+    jpeg_destroy_decompress(&cinfo);
+    return;
+  }
+  jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(size));
+  jpeg_read_header(&cinfo, TRUE);
+  ImageInfo info{static_cast<int>(cinfo.image_width), static_cast<int>(cinfo.image_height),
+                 ImageFormat::Jpeg};
+  const DecodeRequest request = choose_request(choose, info, *choose_failure);
+  if (*choose_failure) {
+    jpeg_destroy_decompress(&cinfo);
+    return;
+  }
+  const int denominator = request.scale_denominator;
+  cinfo.scale_num = 1;
+  cinfo.scale_denom = static_cast<unsigned>(denominator);
+  outcome->cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
+  cinfo.out_color_space = outcome->cmyk ? JCS_CMYK : JCS_EXT_RGB;
+  jpeg_start_decompress(&cinfo);
+  outcome->adobe = cinfo.saw_Adobe_marker;
+  const int scaled_width = static_cast<int>(cinfo.output_width);
+  const int scaled_height = static_cast<int>(cinfo.output_height);
+
+  int x0 = 0, x1 = scaled_width, y0 = 0, y1 = scaled_height;
+  if (request.width > 0 && request.height > 0) {
+    // The window in scaled pixels, widened by two pixels on each side:
+    // libjpeg's fancy upsampling reads chroma neighbours, and on the first or
+    // last row or column of a decoded window it replicates instead, so those
+    // pixels differ from a full decode. (The tests compare windows with the
+    // full decode; one pixel is the least that passes.)
+    constexpr int kMargin = 2;
+    x0 = std::max(0, request.x / denominator - kMargin);
+    y0 = std::max(0, request.y / denominator - kMargin);
+    x1 = std::min(scaled_width,
+                  (request.x + request.width + denominator - 1) / denominator + kMargin);
+    y1 = std::min(scaled_height,
+                  (request.y + request.height + denominator - 1) / denominator + kMargin);
+  }
+  JDIMENSION crop_x = static_cast<JDIMENSION>(x0);
+  JDIMENSION crop_width = static_cast<JDIMENSION>(x1 - x0);
+  if (crop_width < cinfo.output_width) jpeg_crop_scanline(&cinfo, &crop_x, &crop_width);
+  if (y0 > 0) jpeg_skip_scanlines(&cinfo, static_cast<JDIMENSION>(y0));
+  const int channels = outcome->cmyk ? 4 : 3;
+  InterleavedImage& target = outcome->cmyk ? *cmyk_buffer : out->rgb;
+  uint8_t* pixels = reserve_output(target, static_cast<int>(cinfo.output_width), y1 - y0, channels);
+  const size_t row_bytes = static_cast<size_t>(cinfo.output_width) * channels;
+  while (static_cast<int>(cinfo.output_scanline) < y1) {
+    JSAMPROW rows[8];
+    int count = 0;
+    while (count < 8 && static_cast<int>(cinfo.output_scanline) + count < y1) {
+      rows[count] =
+          pixels +
+          static_cast<size_t>(static_cast<int>(cinfo.output_scanline) + count - y0) * row_bytes;
+      ++count;
+    }
+    jpeg_read_scanlines(&cinfo, rows, static_cast<JDIMENSION>(count));
+  }
+  if (static_cast<int>(cinfo.output_scanline) < scaled_height) {
+    jpeg_abort_decompress(&cinfo);
+  } else {
+    jpeg_finish_decompress(&cinfo);
+  }
+  outcome->premature_end = errors.premature_end;
+  out->origin_x = static_cast<int>(crop_x);
+  out->origin_y = y0;
+  out->scaled_width = scaled_width;
+  out->scaled_height = scaled_height;
+  out->scale_denominator = denominator;
+  jpeg_destroy_decompress(&cinfo);
+}
+
+void probe_jpeg_core(const uint8_t* data, size_t size, ImageInfo* info, JpegOutcome* outcome) {
+  jpeg_decompress_struct cinfo;
+  JpegErrorManager errors;
+  cinfo.err = jpeg_std_error(&errors.manager);
+  errors.manager.error_exit = jpeg_fail;
+  errors.manager.emit_message = jpeg_note;
+  errors.premature_end = false;
+  jpeg_create_decompress(&cinfo);
+  if (setjmp(errors.jump)) {
+    outcome->failed = true;
+    std::memcpy(outcome->message, errors.message, sizeof errors.message);
+    jpeg_destroy_decompress(&cinfo);
+    return;
+  }
+  jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(size));
+  jpeg_read_header(&cinfo, TRUE);
+  *info = ImageInfo{static_cast<int>(cinfo.image_width), static_cast<int>(cinfo.image_height),
+                    ImageFormat::Jpeg};
+  jpeg_destroy_decompress(&cinfo);
+}
+
+void decode_jpeg(const uint8_t* data, size_t size, const DecodeRequestChooser& choose,
+                 DecodedImage& out) {
+  if (!has_end_marker(data, size)) throw DecodeError("truncated JPEG (no end-of-image marker)");
+  thread_local InterleavedImage cmyk_buffer;
+  JpegOutcome outcome;
+  std::exception_ptr choose_failure;
+  decode_jpeg_core(data, size, &choose, &choose_failure, &out, &cmyk_buffer, &outcome);
+  if (choose_failure) std::rethrow_exception(choose_failure);
+  if (outcome.failed) throw DecodeError(std::string("corrupt JPEG: ") + outcome.message);
+  if (outcome.premature_end) throw DecodeError("truncated JPEG (premature end of data)");
+  if (outcome.cmyk) {
+    out.rgb.reset(cmyk_buffer.width, cmyk_buffer.height, 3);
+    cmyk_to_rgb(cmyk_buffer.pixels.data(),
+                static_cast<size_t>(cmyk_buffer.width) * cmyk_buffer.height, outcome.adobe,
+                out.rgb.pixels.data());
+  }
+}
+
+void decode_with_stb(const uint8_t* data, size_t size, ImageFormat format,
+                     const DecodeRequestChooser& choose, DecodedImage& out) {
+  FG_CHECK(size < (size_t{1} << 31), "image file too large for stb_image");
+  int w = 0, h = 0, comp = 0;
+  if (!stbi_info_from_memory(data, static_cast<int>(size), &w, &h, &comp)) {
+    throw DecodeError(std::string("unreadable image: ") + stbi_failure_reason());
+  }
+  // The chooser sees the size; stb decodes the whole image whatever it asks.
+  choose(ImageInfo{w, h, format});
+  stbi_uc* pixels = stbi_load_from_memory(data, static_cast<int>(size), &w, &h, &comp, 3);
+  if (!pixels) throw DecodeError(std::string("corrupt image: ") + stbi_failure_reason());
+  out.rgb.reset(w, h, 3);
+  std::memcpy(out.rgb.pixels.data(), pixels, out.rgb.pixels.size());
+  stbi_image_free(pixels);
+  out.origin_x = out.origin_y = 0;
+  out.scaled_width = w;
+  out.scaled_height = h;
+  out.scale_denominator = 1;
+}
+
+}  // namespace
+
+ImageInfo probe_image(const uint8_t* data, size_t size) {
+  const ImageFormat format = sniff_format(data, size);
+  if (format == ImageFormat::Unknown) throw DecodeError("not an image (unknown format)");
+  if (format == ImageFormat::Jpeg) {
+    JpegOutcome outcome;
+    ImageInfo info;
+    probe_jpeg_core(data, size, &info, &outcome);
+    if (outcome.failed) throw DecodeError(std::string("corrupt JPEG: ") + outcome.message);
+    return info;
+  }
+  FG_CHECK(size < (size_t{1} << 31), "image file too large for stb_image");
+  int w = 0, h = 0, comp = 0;
+  if (!stbi_info_from_memory(data, static_cast<int>(size), &w, &h, &comp)) {
+    throw DecodeError(std::string("unreadable image header: ") + stbi_failure_reason());
+  }
+  return ImageInfo{w, h, format};
+}
+
+void decode_image(const uint8_t* data, size_t size, const DecodeRequestChooser& choose,
+                  DecodedImage& out) {
+  const ImageFormat format = sniff_format(data, size);
+  switch (format) {
+    case ImageFormat::Jpeg:
+      decode_jpeg(data, size, choose, out);
+      return;
+    case ImageFormat::Png:
+    case ImageFormat::Other:
+      decode_with_stb(data, size, format, choose, out);
+      return;
+    case ImageFormat::Unknown:
+      break;
+  }
+  throw DecodeError("not an image (unknown format)");
+}
+
+void decode_image(const uint8_t* data, size_t size, const DecodeRequest& request,
+                  DecodedImage& out) {
+  decode_image(
+      data, size, [&](const ImageInfo&) { return request; }, out);
+}
+
+void decode_gray(const uint8_t* data, size_t size, InterleavedImage& out) {
+  FG_CHECK(size < (size_t{1} << 31), "image file too large for stb_image");
+  if (sniff_format(data, size) == ImageFormat::Unknown) {
+    throw DecodeError("not an image (unknown format)");
+  }
+  int w = 0, h = 0, comp = 0;
+  stbi_uc* pixels = stbi_load_from_memory(data, static_cast<int>(size), &w, &h, &comp, 1);
+  if (!pixels) throw DecodeError(std::string("corrupt image: ") + stbi_failure_reason());
+  out.reset(w, h, 1);
+  std::memcpy(out.pixels.data(), pixels, out.pixels.size());
+  stbi_image_free(pixels);
+}
+
+void read_file(const std::string& path, std::vector<uint8_t>& bytes) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  FG_CHECK(fd >= 0, "cannot open ", path, ": ", std::strerror(errno));
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    const int e = errno;
+    ::close(fd);
+    FG_CHECK(false, "cannot stat ", path, ": ", std::strerror(e));
+  }
+  bytes.resize(static_cast<size_t>(st.st_size));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int e = errno;
+      ::close(fd);
+      FG_CHECK(false, "cannot read ", path, ": ",
+               n == 0 ? "unexpected end of file" : std::strerror(e));
+    }
+    done += static_cast<size_t>(n);
+  }
+  ::close(fd);
+}
+
+}  // namespace fg::data

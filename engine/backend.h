@@ -1,0 +1,164 @@
+// The kernels a device provides. Ops (engine/ops) validate arguments, allocate
+// outputs and record autograd; a Backend only computes. The CPU backend always
+// exists; the CUDA backend registers itself when compiled in.
+//
+// Conventions: every tensor handed to a kernel lives on the backend's device.
+// Elementwise kernels take operands already broadcast to out's shape (strided
+// views, stride 0 on broadcast dimensions) and may write a strided out; the
+// other kernels take contiguous tensors unless stated.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "engine/tensor.h"
+
+namespace fg {
+
+enum class UnaryOp : uint8_t {
+  Neg, Exp, Log, Sqrt, Rsqrt, Relu, Gelu, Tanh, Sigmoid, Abs, Reciprocal, Square, LogicalNot
+};
+
+enum class BinaryOp : uint8_t {
+  Add, Sub, Mul, Div, Maximum, Minimum, Pow,
+  Eq, Ne, Lt, Le, Gt, Ge, LogicalAnd, LogicalOr,  // Bool output
+  ReluBackward,  // (grad, relu output) -> grad where output > 0
+  GeluBackward,  // (grad, input) -> grad * gelu'(input), erf form
+};
+bool is_comparison(BinaryOp op);
+
+enum class ReduceOp : uint8_t { Sum, Max, Min };
+
+// Row-major (batched) GEMM: C[i] = alpha * op(A[i]) op(B[i]) + beta * C[i] (+ bias
+// along the n dimension, then ReLU when asked). op(X) is X or its transpose.
+// A is m x k after op, B is k x n after op; ld* are row strides in elements.
+struct GemmArgs {
+  DType dtype = DType::Float32;
+  bool trans_a = false, trans_b = false;
+  int64_t m = 0, n = 0, k = 0;
+  const void* a = nullptr;
+  int64_t lda = 0, stride_a = 0;
+  const void* b = nullptr;
+  int64_t ldb = 0, stride_b = 0;
+  void* c = nullptr;
+  int64_t ldc = 0, stride_c = 0;
+  int64_t batch = 1;
+  double alpha = 1.0, beta = 0.0;
+  const void* bias = nullptr;  // n values, added to every row of C
+  bool relu = false;
+};
+
+// Fused scaled dot-product attention, per (batch, head):
+//   out = dropout(softmax(scale * q k^T)) v
+// q (B, H, Lq, D), k and v (B, H, Lk, D), out (B, H, Lq, D): views with unit
+// stride along D and any other strides (3-D inputs come as H = 1). Dropout draws
+// element ((b * H + h) * Lq + i) * Lk + j of the probabilities' mask from
+// (seed, offset) exactly as dropout_mask would for a contiguous (B, H, Lq, Lk)
+// tensor, so the fused and the composite paths drop the same entries.
+struct AttentionShape {
+  DType dtype = DType::Float32;
+  int64_t batch = 0, heads = 0, q_len = 0, kv_len = 0, head_dim = 0;
+  bool dropout = false;
+};
+
+struct AttentionForwardArgs {
+  AttentionShape shape;
+  Tensor q, k, v, out;
+  Tensor logsumexp;  // (B * H * Lq) float32, written for the backward
+  double scale = 1.0, dropout_p = 0.0;
+  uint64_t seed = 0, offset = 0;
+};
+
+struct AttentionBackwardArgs {
+  AttentionShape shape;
+  Tensor q, k, v, out, grad_out, logsumexp;  // as in and from the forward
+  Tensor grad_q, grad_k, grad_v;             // written, shaped as q, k, v
+  double scale = 1.0, dropout_p = 0.0;
+  uint64_t seed = 0, offset = 0;
+};
+
+struct AdamWParams {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+  int64_t step = 1;  // 1-based, after increment
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+
+  // ---- memory ----
+  virtual void* allocate(size_t nbytes) = 0;
+  virtual void deallocate(void* ptr, size_t nbytes) = 0;
+  virtual void copy_from_host(void* dst, const void* src, size_t nbytes) = 0;
+  virtual void copy_to_host(void* dst, const void* src, size_t nbytes) = 0;
+  // Waits for queued work on this device (no-op on the CPU).
+  virtual void synchronize() {}
+
+  // ---- elementwise (see conventions above) ----
+  // dst = src with dtype conversion; src and dst have the same shape.
+  virtual void copy(const Tensor& src, const Tensor& dst) = 0;
+  virtual void fill(const Tensor& dst, double value) = 0;
+  virtual void unary(UnaryOp op, const Tensor& x, const Tensor& out) = 0;
+  virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) = 0;
+  // out = cond ? a : b  (cond is Bool)
+  virtual void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) = 0;
+
+  // ---- reductions ----
+  // x contiguous, viewed as (outer, reduce, inner); out contiguous (outer, inner).
+  virtual void reduce(ReduceOp op, const Tensor& x, int64_t outer, int64_t reduce, int64_t inner,
+                      const Tensor& out) = 0;
+
+  // ---- linear algebra ----
+  virtual void gemm(const GemmArgs& args) = 0;
+
+  // ---- normalization ----
+  // x and out contiguous, viewed as (outer, n, inner): softmax over n.
+  virtual void softmax(const Tensor& x, const Tensor& out, int64_t outer, int64_t n,
+                       int64_t inner, bool log) = 0;
+  // Given y = softmax(x) (or log_softmax) and dL/dy, writes dL/dx.
+  virtual void softmax_backward(const Tensor& y, const Tensor& grad, const Tensor& grad_input,
+                                int64_t outer, int64_t n, int64_t inner, bool log) = 0;
+  // x (rows, cols); weight/bias (cols) or undefined; mean/rstd (rows) in the statistics dtype.
+  virtual void layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
+                          int64_t rows, int64_t cols, const Tensor& out, const Tensor& mean,
+                          const Tensor& rstd) = 0;
+  // grad_weight / grad_bias may be undefined (not needed).
+  virtual void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& mean,
+                                   const Tensor& rstd, const Tensor& weight, int64_t rows,
+                                   int64_t cols, const Tensor& grad_input,
+                                   const Tensor& grad_weight, const Tensor& grad_bias) = 0;
+
+  // ---- randomness (counter-based: element i of a draw depends only on seed, offset, i) ----
+  virtual void uniform(const Tensor& out, uint64_t seed, uint64_t offset, double low,
+                       double high) = 0;
+  virtual void normal(const Tensor& out, uint64_t seed, uint64_t offset, double mean,
+                      double std) = 0;
+  // mask[i] = (uniform_i >= p) / (1 - p), in mask's dtype.
+  virtual void dropout_mask(const Tensor& mask, double p, uint64_t seed, uint64_t offset) = 0;
+
+  // ---- images ----
+  // x (N, C, H, W) contiguous float -> out (N, C, OH, OW): PyTorch bicubic (a = -0.75).
+  virtual void bicubic_resize(const Tensor& x, const Tensor& out, bool align_corners) = 0;
+
+  // ---- optimizer ----
+  // One AdamW step (PyTorch's formulation) over each (param, grad, exp_avg, exp_avg_sq).
+  virtual void adamw(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                     const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
+                     const AdamWParams& hyper) = 0;
+
+  // ---- optional fused kernels (ops fall back to composites when unsupported) ----
+  virtual bool supports_attention(const AttentionShape& shape) const {
+    (void)shape;
+    return false;
+  }
+  virtual void attention(const AttentionForwardArgs& args);
+  virtual void attention_backward(const AttentionBackwardArgs& args);
+};
+
+Backend& backend_for(Device device);
+inline Backend& backend_of(const Tensor& t) { return backend_for(t.device()); }
+// Called by a device's backend at start-up.
+void register_backend(DeviceType type, Backend* backend);
+
+}  // namespace fg

@@ -1,0 +1,603 @@
+// Reductions, GEMM, softmax, layer norm, randomness, bicubic resize and AdamW on the CPU.
+#include <cblas.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "engine/cpu/cpu_backend.h"
+#include "engine/cpu/strided_loop.h"
+#include "engine/philox.h"
+
+namespace fg {
+
+Backend& cpu_backend() {
+  static cpu::CpuBackend* backend = new cpu::CpuBackend();
+  return *backend;
+}
+
+namespace cpu {
+
+// ---------------------------------------------------------------- reductions
+
+namespace {
+
+template <class T>
+struct Accum {
+  using type = double;  // float sums accumulate in double for accuracy
+};
+
+template <class T>
+void reduce_typed(ReduceOp op, const T* x, T* out, int64_t outer, int64_t r, int64_t inner) {
+  using A = typename Accum<T>::type;
+  if (inner == 1) {
+    parallel_for(outer, outer * r, [&](int64_t begin, int64_t end) {
+      for (int64_t o = begin; o < end; ++o) {
+        const T* row = x + o * r;
+        if (op == ReduceOp::Sum) {
+          A acc[4] = {0, 0, 0, 0};
+          int64_t i = 0;
+          for (; i + 4 <= r; i += 4)
+            for (int k = 0; k < 4; ++k) acc[k] += static_cast<A>(row[i + k]);
+          for (; i < r; ++i) acc[0] += static_cast<A>(row[i]);
+          out[o] = static_cast<T>((acc[0] + acc[1]) + (acc[2] + acc[3]));
+        } else {
+          T best = row[0];
+          if (op == ReduceOp::Max) {
+            for (int64_t i = 1; i < r; ++i) best = row[i] > best || std::isnan(row[i]) ? row[i] : best;
+          } else {
+            for (int64_t i = 1; i < r; ++i) best = row[i] < best || std::isnan(row[i]) ? row[i] : best;
+          }
+          out[o] = best;
+        }
+      }
+    });
+    return;
+  }
+  // Reduce over the middle dimension: accumulate whole rows of `inner` values,
+  // splitting across outer slices or, when there is one, across inner columns.
+  auto run = [&](int64_t o, int64_t j0, int64_t j1) {
+    const T* base = x + o * r * inner;
+    T* dst = out + o * inner;
+    if (op == ReduceOp::Sum) {
+      std::vector<A> acc(static_cast<size_t>(j1 - j0), A(0));
+      for (int64_t i = 0; i < r; ++i) {
+        const T* row = base + i * inner;
+        for (int64_t j = j0; j < j1; ++j) acc[j - j0] += static_cast<A>(row[j]);
+      }
+      for (int64_t j = j0; j < j1; ++j) dst[j] = static_cast<T>(acc[j - j0]);
+    } else {
+      for (int64_t j = j0; j < j1; ++j) dst[j] = base[j];
+      for (int64_t i = 1; i < r; ++i) {
+        const T* row = base + i * inner;
+        if (op == ReduceOp::Max) {
+          for (int64_t j = j0; j < j1; ++j) dst[j] = row[j] > dst[j] || std::isnan(row[j]) ? row[j] : dst[j];
+        } else {
+          for (int64_t j = j0; j < j1; ++j) dst[j] = row[j] < dst[j] || std::isnan(row[j]) ? row[j] : dst[j];
+        }
+      }
+    }
+  };
+  if (outer >= omp_get_max_threads() || outer * r * inner < kParallelGrain) {
+    parallel_for(outer, outer * r * inner, [&](int64_t begin, int64_t end) {
+      for (int64_t o = begin; o < end; ++o) run(o, 0, inner);
+    });
+  } else {
+    for (int64_t o = 0; o < outer; ++o) {
+      parallel_for(inner, r * inner, [&](int64_t j0, int64_t j1) { run(o, j0, j1); });
+    }
+  }
+}
+
+}  // namespace
+
+void CpuBackend::reduce(ReduceOp op, const Tensor& x, int64_t outer, int64_t r, int64_t inner,
+                        const Tensor& out) {
+  FG_ASSERT(x.is_contiguous() && out.is_contiguous());
+  if (x.dtype() == DType::Int64 && op == ReduceOp::Sum) {
+    const int64_t* src = x.data<int64_t>();
+    int64_t* dst = out.data<int64_t>();
+    for (int64_t o = 0; o < outer; ++o)
+      for (int64_t j = 0; j < inner; ++j) {
+        int64_t acc = 0;
+        for (int64_t i = 0; i < r; ++i) acc += src[(o * r + i) * inner + j];
+        dst[o * inner + j] = acc;
+      }
+    return;
+  }
+  FG_DISPATCH_FLOAT(x.dtype(), "reduce", [&] {
+    reduce_typed<scalar_t>(op, x.data<scalar_t>(), out.data<scalar_t>(), outer, r, inner);
+  });
+}
+
+// ---------------------------------------------------------------- GEMM
+
+namespace {
+
+void blas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t k,
+               double alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
+               double beta, float* c, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, static_cast<float>(alpha), a, lda, b, ldb,
+              static_cast<float>(beta), c, ldc);
+}
+
+void blas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t k,
+               double alpha, const double* a, int64_t lda, const double* b, int64_t ldb,
+               double beta, double* c, int64_t ldc) {
+  cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+}  // namespace
+
+void CpuBackend::gemm(const GemmArgs& g) {
+  const CBLAS_TRANSPOSE ta = g.trans_a ? CblasTrans : CblasNoTrans;
+  const CBLAS_TRANSPOSE tb = g.trans_b ? CblasTrans : CblasNoTrans;
+  FG_DISPATCH_FLOAT(g.dtype, "matmul", [&] {
+    const scalar_t* a = static_cast<const scalar_t*>(g.a);
+    const scalar_t* b = static_cast<const scalar_t*>(g.b);
+    scalar_t* c = static_cast<scalar_t*>(g.c);
+    const scalar_t* bias = static_cast<const scalar_t*>(g.bias);
+    for (int64_t i = 0; i < g.batch; ++i) {
+      scalar_t* ci = c + i * g.stride_c;
+      double beta = g.beta;
+      if (bias && beta == 0.0) {
+        // Start from the bias rows so the GEMM accumulates onto them.
+        for (int64_t row = 0; row < g.m; ++row)
+          std::memcpy(ci + row * g.ldc, bias, static_cast<size_t>(g.n) * sizeof(scalar_t));
+        beta = 1.0;
+      } else if (bias) {
+        FG_CHECK(false, "gemm: a bias with beta != 0 is not supported");
+      }
+      if (g.m == 0 || g.n == 0) continue;
+      if (g.k == 0) {
+        if (beta == 0.0) {
+          for (int64_t row = 0; row < g.m; ++row)
+            std::memset(ci + row * g.ldc, 0, static_cast<size_t>(g.n) * sizeof(scalar_t));
+        }
+        continue;
+      }
+      blas_gemm(ta, tb, g.m, g.n, g.k, g.alpha, a + i * g.stride_a, g.lda, b + i * g.stride_b,
+                g.ldb, beta, ci, g.ldc);
+      if (g.relu) {
+        for (int64_t row = 0; row < g.m; ++row)
+          for (int64_t col = 0; col < g.n; ++col) {
+            scalar_t& v = ci[row * g.ldc + col];
+            v = v > scalar_t(0) ? v : scalar_t(0);
+          }
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------- softmax
+
+namespace {
+
+template <class T>
+void softmax_rows(const T* x, T* y, int64_t rows, int64_t n, bool log) {
+  parallel_for(rows, rows * n * 4, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const T* xr = x + r * n;
+      T* yr = y + r * n;
+      T mx = xr[0];
+      for (int64_t i = 1; i < n; ++i) mx = xr[i] > mx ? xr[i] : mx;
+      T sum = 0;
+      if (log) {
+        for (int64_t i = 0; i < n; ++i) sum += std::exp(xr[i] - mx);
+        // (x - max) - log(sum) keeps precision for large logits.
+        const T log_sum = std::log(sum);
+        for (int64_t i = 0; i < n; ++i) yr[i] = (xr[i] - mx) - log_sum;
+      } else {
+        for (int64_t i = 0; i < n; ++i) {
+          yr[i] = std::exp(xr[i] - mx);
+          sum += yr[i];
+        }
+        const T inv = T(1) / sum;
+        for (int64_t i = 0; i < n; ++i) yr[i] *= inv;
+      }
+    }
+  });
+}
+
+// Softmax over the middle dimension of (outer, n, inner), vectorized across inner.
+template <class T>
+void softmax_strided(const T* x, T* y, int64_t outer, int64_t n, int64_t inner, bool log) {
+  const int64_t blocks = (inner + 255) / 256;
+  parallel_for(outer * blocks, outer * n * inner * 4, [&](int64_t begin, int64_t end) {
+    std::vector<T> mx(256), sum(256);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t o = task / blocks, j0 = (task % blocks) * 256;
+      const int64_t w = std::min<int64_t>(256, inner - j0);
+      const T* xo = x + o * n * inner + j0;
+      T* yo = y + o * n * inner + j0;
+      for (int64_t j = 0; j < w; ++j) {
+        mx[j] = xo[j];
+        sum[j] = 0;
+      }
+      for (int64_t i = 1; i < n; ++i)
+        for (int64_t j = 0; j < w; ++j) mx[j] = xo[i * inner + j] > mx[j] ? xo[i * inner + j] : mx[j];
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < w; ++j) {
+          const T e = std::exp(xo[i * inner + j] - mx[j]);
+          if (!log) yo[i * inner + j] = e;
+          sum[j] += e;
+        }
+      if (log) {
+        for (int64_t j = 0; j < w; ++j) sum[j] = std::log(sum[j]);
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t j = 0; j < w; ++j) yo[i * inner + j] = (xo[i * inner + j] - mx[j]) - sum[j];
+      } else {
+        for (int64_t j = 0; j < w; ++j) sum[j] = T(1) / sum[j];
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t j = 0; j < w; ++j) yo[i * inner + j] *= sum[j];
+      }
+    }
+  });
+}
+
+template <class T>
+void softmax_backward_typed(const T* y, const T* g, T* gx, int64_t outer, int64_t n,
+                            int64_t inner, bool log) {
+  const int64_t blocks = (inner + 255) / 256;
+  parallel_for(outer * blocks, outer * n * inner * 3, [&](int64_t begin, int64_t end) {
+    std::vector<T> acc(256);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t o = task / blocks, j0 = (task % blocks) * 256;
+      const int64_t w = std::min<int64_t>(256, inner - j0);
+      const int64_t base = o * n * inner + j0;
+      for (int64_t j = 0; j < w; ++j) acc[j] = 0;
+      // softmax: gx = y (g - sum(g y)); log_softmax: gx = g - exp(y) sum(g)
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < w; ++j) {
+          const int64_t k = base + i * inner + j;
+          acc[j] += log ? g[k] : g[k] * y[k];
+        }
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < w; ++j) {
+          const int64_t k = base + i * inner + j;
+          gx[k] = log ? g[k] - std::exp(y[k]) * acc[j] : y[k] * (g[k] - acc[j]);
+        }
+    }
+  });
+}
+
+}  // namespace
+
+void CpuBackend::softmax(const Tensor& x, const Tensor& out, int64_t outer, int64_t n,
+                         int64_t inner, bool log) {
+  FG_DISPATCH_FLOAT(x.dtype(), "softmax", [&] {
+    if (inner == 1) softmax_rows(x.data<scalar_t>(), out.data<scalar_t>(), outer, n, log);
+    else softmax_strided(x.data<scalar_t>(), out.data<scalar_t>(), outer, n, inner, log);
+  });
+}
+
+void CpuBackend::softmax_backward(const Tensor& y, const Tensor& grad, const Tensor& grad_input,
+                                  int64_t outer, int64_t n, int64_t inner, bool log) {
+  FG_DISPATCH_FLOAT(y.dtype(), "softmax backward", [&] {
+    softmax_backward_typed(y.data<scalar_t>(), grad.data<scalar_t>(),
+                           grad_input.data<scalar_t>(), outer, n, inner, log);
+  });
+}
+
+// ---------------------------------------------------------------- layer norm
+
+void CpuBackend::layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
+                            int64_t rows, int64_t cols, const Tensor& out, const Tensor& mean,
+                            const Tensor& rstd) {
+  FG_DISPATCH_FLOAT(x.dtype(), "layer_norm", [&] {
+    using T = scalar_t;
+    const T* xp = x.data<T>();
+    const T* w = weight.defined() ? weight.data<T>() : nullptr;
+    const T* b = bias.defined() ? bias.data<T>() : nullptr;
+    T* yp = out.data<T>();
+    T* mp = mean.data<T>();
+    T* rp = rstd.data<T>();
+    parallel_for(rows, rows * cols * 3, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const T* xr = xp + r * cols;
+        double s = 0;
+        for (int64_t j = 0; j < cols; ++j) s += xr[j];
+        const double m = s / static_cast<double>(cols);
+        double v = 0;
+        for (int64_t j = 0; j < cols; ++j) {
+          const double d = xr[j] - m;
+          v += d * d;
+        }
+        const T mu = static_cast<T>(m);
+        const T inv = static_cast<T>(1.0 / std::sqrt(v / static_cast<double>(cols) + eps));
+        mp[r] = mu;
+        rp[r] = inv;
+        T* yr = yp + r * cols;
+        if (w && b) {
+          for (int64_t j = 0; j < cols; ++j) yr[j] = (xr[j] - mu) * inv * w[j] + b[j];
+        } else {
+          for (int64_t j = 0; j < cols; ++j) {
+            T v2 = (xr[j] - mu) * inv;
+            if (w) v2 *= w[j];
+            if (b) v2 += b[j];
+            yr[j] = v2;
+          }
+        }
+      }
+    });
+  });
+}
+
+namespace {
+
+template <class T>
+void layer_norm_backward_typed(const Tensor& grad, const Tensor& x, const Tensor& mean,
+                               const Tensor& rstd, const Tensor& weight, int64_t rows,
+                               int64_t cols, const Tensor& grad_input, const Tensor& grad_weight,
+                               const Tensor& grad_bias) {
+  const T* g = grad.data<T>();
+  const T* xp = x.data<T>();
+  const T* mp = mean.data<T>();
+  const T* rp = rstd.data<T>();
+  const T* w = weight.defined() ? weight.data<T>() : nullptr;
+  T* gx = grad_input.defined() ? grad_input.data<T>() : nullptr;
+  const bool want_params = grad_weight.defined() || grad_bias.defined();
+  const int threads = omp_get_max_threads();
+  const int64_t chunks =
+      rows * cols < kParallelGrain ? 1 : std::max<int64_t>(1, std::min<int64_t>(threads, rows));
+  // Per-chunk partial sums for the parameter gradients, combined afterwards.
+  std::vector<double> partial_w(want_params ? static_cast<size_t>(chunks * cols) : 0, 0.0);
+  std::vector<double> partial_b(want_params ? static_cast<size_t>(chunks * cols) : 0, 0.0);
+#pragma omp parallel for schedule(static) num_threads(static_cast<int>(chunks)) if (chunks > 1)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t begin = rows * c / chunks, end = rows * (c + 1) / chunks;
+    double* pw = want_params ? partial_w.data() + c * cols : nullptr;
+    double* pb = want_params ? partial_b.data() + c * cols : nullptr;
+    for (int64_t r = begin; r < end; ++r) {
+      const T* gr = g + r * cols;
+      const T* xr = xp + r * cols;
+      const T mu = mp[r], inv = rp[r];
+      if (gx) {
+        T a = 0, b = 0;
+        for (int64_t j = 0; j < cols; ++j) {
+          const T wg = w ? gr[j] * w[j] : gr[j];
+          const T xhat = (xr[j] - mu) * inv;
+          a += wg;
+          b += wg * xhat;
+        }
+        a /= static_cast<T>(cols);
+        b /= static_cast<T>(cols);
+        T* gxr = gx + r * cols;
+        for (int64_t j = 0; j < cols; ++j) {
+          const T wg = w ? gr[j] * w[j] : gr[j];
+          const T xhat = (xr[j] - mu) * inv;
+          gxr[j] = inv * (wg - a - xhat * b);
+        }
+      }
+      if (want_params) {
+        for (int64_t j = 0; j < cols; ++j) {
+          pw[j] += static_cast<double>(gr[j] * (xr[j] - mu) * inv);
+          pb[j] += static_cast<double>(gr[j]);
+        }
+      }
+    }
+  }
+  if (want_params) {
+    for (int64_t j = 0; j < cols; ++j) {
+      double sw = 0, sb = 0;
+      for (int64_t c = 0; c < chunks; ++c) {
+        sw += partial_w[c * cols + j];
+        sb += partial_b[c * cols + j];
+      }
+      if (grad_weight.defined()) grad_weight.data<T>()[j] = static_cast<T>(sw);
+      if (grad_bias.defined()) grad_bias.data<T>()[j] = static_cast<T>(sb);
+    }
+  }
+}
+
+}  // namespace
+
+void CpuBackend::layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& mean,
+                                     const Tensor& rstd, const Tensor& weight, int64_t rows,
+                                     int64_t cols, const Tensor& grad_input,
+                                     const Tensor& grad_weight, const Tensor& grad_bias) {
+  FG_DISPATCH_FLOAT(x.dtype(), "layer_norm backward", [&] {
+    layer_norm_backward_typed<scalar_t>(grad, x, mean, rstd, weight, rows, cols, grad_input,
+                                        grad_weight, grad_bias);
+  });
+}
+
+// ---------------------------------------------------------------- randomness
+
+namespace {
+
+// Fills out[i] = value(word) for each element, where word is element i's
+// Philox output: one Philox evaluation serves a block of four elements.
+template <class T, class F>
+void fill_by_blocks(T* out, int64_t n, uint64_t seed, uint64_t offset, F value) {
+  const int64_t blocks = (n + 3) / 4;
+  parallel_for(blocks, n * 8, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const Philox4 r = philox4x32(static_cast<uint64_t>(b), offset, seed);
+      const int64_t base = b * 4;
+      const int count = static_cast<int>(std::min<int64_t>(4, n - base));
+      value(r, out + base, count);
+    }
+  });
+}
+
+inline float word_to_uniform(uint32_t w) { return static_cast<float>(w >> 8) * (1.0f / 16777216.0f); }
+
+template <class T>
+void fill_uniform(T* out, int64_t n, uint64_t seed, uint64_t offset, double low, double high) {
+  fill_by_blocks(out, n, seed, offset, [=](const Philox4& r, T* dst, int count) {
+    for (int k = 0; k < count; ++k)
+      dst[k] = static_cast<T>(low + (high - low) * static_cast<double>(word_to_uniform(r.v[k])));
+  });
+}
+
+template <class T>
+void fill_normal(T* out, int64_t n, uint64_t seed, uint64_t offset, double mean, double std) {
+  // Box-Muller on word pairs (0, 1) and (2, 3), as philox_normal.
+  fill_by_blocks(out, n, seed, offset, [=](const Philox4& r, T* dst, int count) {
+    for (int pair = 0; pair < 2 && pair * 2 < count; ++pair) {
+      const float u1 = static_cast<float>((r.v[pair * 2] >> 8) + 1u) * (1.0f / 16777216.0f);
+      const float u2 = word_to_uniform(r.v[pair * 2 + 1]);
+      const float radius = std::sqrt(-2.0f * std::log(u1));
+      const float angle = 6.283185307179586f * u2;
+      dst[pair * 2] = static_cast<T>(mean + std * static_cast<double>(radius * std::cos(angle)));
+      if (pair * 2 + 1 < count)
+        dst[pair * 2 + 1] = static_cast<T>(mean + std * static_cast<double>(radius * std::sin(angle)));
+    }
+  });
+}
+
+}  // namespace
+
+void CpuBackend::uniform(const Tensor& out, uint64_t seed, uint64_t offset, double low,
+                         double high) {
+  FG_ASSERT(out.is_contiguous());
+  if (out.dtype() == DType::Float32) {
+    fill_uniform(out.data<float>(), out.numel(), seed, offset, low, high);
+  } else if (out.dtype() == DType::Float64) {
+    fill_uniform(out.data<double>(), out.numel(), seed, offset, low, high);
+  } else {
+    Tensor tmp = Tensor::empty(out.shape(), DType::Float32);
+    uniform(tmp, seed, offset, low, high);
+    copy(tmp, out);
+  }
+}
+
+void CpuBackend::normal(const Tensor& out, uint64_t seed, uint64_t offset, double mean,
+                        double std) {
+  FG_ASSERT(out.is_contiguous());
+  if (out.dtype() == DType::Float32) {
+    fill_normal(out.data<float>(), out.numel(), seed, offset, mean, std);
+  } else if (out.dtype() == DType::Float64) {
+    fill_normal(out.data<double>(), out.numel(), seed, offset, mean, std);
+  } else {
+    Tensor tmp = Tensor::empty(out.shape(), DType::Float32);
+    normal(tmp, seed, offset, mean, std);
+    copy(tmp, out);
+  }
+}
+
+void CpuBackend::dropout_mask(const Tensor& mask, double p, uint64_t seed, uint64_t offset) {
+  FG_ASSERT(mask.is_contiguous());
+  const float threshold = static_cast<float>(p);
+  FG_DISPATCH_FLOAT(mask.dtype(), "dropout", [&] {
+    const scalar_t scale = static_cast<scalar_t>(1.0 / (1.0 - p));
+    fill_by_blocks(mask.data<scalar_t>(), mask.numel(), seed, offset,
+                   [=](const Philox4& r, scalar_t* dst, int count) {
+                     for (int k = 0; k < count; ++k)
+                       dst[k] = word_to_uniform(r.v[k]) >= threshold ? scale : scalar_t(0);
+                   });
+  });
+}
+
+// ---------------------------------------------------------------- bicubic
+
+namespace {
+
+// PyTorch's cubic convolution coefficients with A = -0.75.
+template <class T>
+void cubic_coefficients(T t, T coeffs[4]) {
+  const T A = T(-0.75);
+  auto near = [A](T x) { return ((A + 2) * x - (A + 3)) * x * x + 1; };
+  auto far = [A](T x) { return ((A * x - 5 * A) * x + 8 * A) * x - 4 * A; };
+  coeffs[0] = far(t + 1);
+  coeffs[1] = near(t);
+  coeffs[2] = near(1 - t);
+  coeffs[3] = far(2 - t);
+}
+
+template <class T>
+T source_index(int64_t dst, int64_t in_size, int64_t out_size, bool align_corners) {
+  if (align_corners) {
+    const T scale = out_size > 1 ? static_cast<T>(in_size - 1) / static_cast<T>(out_size - 1) : T(0);
+    return scale * static_cast<T>(dst);
+  }
+  const T scale = static_cast<T>(in_size) / static_cast<T>(out_size);
+  return scale * (static_cast<T>(dst) + T(0.5)) - T(0.5);
+}
+
+}  // namespace
+
+void CpuBackend::bicubic_resize(const Tensor& x, const Tensor& out, bool align_corners) {
+  FG_DISPATCH_FLOAT(x.dtype(), "bicubic_resize", [&] {
+    using T = scalar_t;
+    const int64_t planes = x.size(0) * x.size(1), h = x.size(2), w = x.size(3);
+    const int64_t oh = out.size(2), ow = out.size(3);
+    const T* src = x.data<T>();
+    T* dst = out.data<T>();
+    // Per output column: four clamped source columns and their weights.
+    std::vector<int64_t> xi(static_cast<size_t>(ow * 4));
+    std::vector<T> xw(static_cast<size_t>(ow * 4));
+    for (int64_t ox = 0; ox < ow; ++ox) {
+      const T real = source_index<T>(ox, w, ow, align_corners);
+      const T fl = std::floor(real);
+      cubic_coefficients(real - fl, &xw[ox * 4]);
+      for (int k = 0; k < 4; ++k)
+        xi[ox * 4 + k] = std::clamp<int64_t>(static_cast<int64_t>(fl) - 1 + k, 0, w - 1);
+    }
+    parallel_for(planes * oh, planes * oh * ow * 16, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t plane = task / oh, oy = task % oh;
+        const T real = source_index<T>(oy, h, oh, align_corners);
+        const T fl = std::floor(real);
+        T yw[4];
+        cubic_coefficients(real - fl, yw);
+        const T* rows[4];
+        for (int k = 0; k < 4; ++k)
+          rows[k] = src + plane * h * w +
+                    std::clamp<int64_t>(static_cast<int64_t>(fl) - 1 + k, 0, h - 1) * w;
+        T* orow = dst + plane * oh * ow + oy * ow;
+        for (int64_t ox = 0; ox < ow; ++ox) {
+          const int64_t* ix = &xi[ox * 4];
+          const T* wx = &xw[ox * 4];
+          T acc = 0;
+          for (int k = 0; k < 4; ++k) {
+            const T* row = rows[k];
+            const T horizontal =
+                row[ix[0]] * wx[0] + row[ix[1]] * wx[1] + row[ix[2]] * wx[2] + row[ix[3]] * wx[3];
+            acc += horizontal * yw[k];
+          }
+          orow[ox] = acc;
+        }
+      }
+    });
+  });
+}
+
+// ---------------------------------------------------------------- AdamW
+
+void CpuBackend::adamw(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                       const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
+                       const AdamWParams& hp) {
+  const double bias1 = 1.0 - std::pow(hp.beta1, static_cast<double>(hp.step));
+  const double bias2 = 1.0 - std::pow(hp.beta2, static_cast<double>(hp.step));
+  const double step_size = hp.lr / bias1;
+  const double bias2_sqrt = std::sqrt(bias2);
+  const double decay = 1.0 - hp.lr * hp.weight_decay;
+  for (size_t t = 0; t < params.size(); ++t) {
+    FG_DISPATCH_FLOAT(params[t].dtype(), "adamw", [&] {
+      using T = scalar_t;
+      T* p = params[t].data<T>();
+      const T* g = grads[t].data<T>();
+      T* m = exp_avgs[t].data<T>();
+      T* v = exp_avg_sqs[t].data<T>();
+      const int64_t n = params[t].numel();
+      const T b1 = static_cast<T>(hp.beta1), b2 = static_cast<T>(hp.beta2);
+      const T ss = static_cast<T>(step_size), bc2 = static_cast<T>(bias2_sqrt);
+      const T eps = static_cast<T>(hp.eps), dec = static_cast<T>(decay);
+      parallel_for(n, n * 4, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          const T gi = g[i];
+          p[i] *= dec;
+          m[i] = b1 * m[i] + (T(1) - b1) * gi;
+          v[i] = b2 * v[i] + (T(1) - b2) * gi * gi;
+          const T denom = std::sqrt(v[i]) / bc2 + eps;
+          p[i] -= ss * m[i] / denom;
+        }
+      });
+    });
+  }
+}
+
+}  // namespace cpu
+}  // namespace fg

@@ -1,0 +1,122 @@
+// The CUDA backend: registers itself on first use when a GPU is present and
+// forwards every Backend operation to its kernels (engine/cuda/kernels.h).
+// Everything is queued on one stream; only the copies to the host wait.
+#include "engine/backend.h"
+
+#include <cuda_runtime.h>
+
+#include <mutex>
+
+#include "engine/cuda/context.h"
+#include "engine/cuda/kernels.h"
+
+namespace fg {
+
+namespace {
+
+int query_device_count() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();  // clear the "no driver" / "no device" error
+    return 0;
+  }
+  return count;
+}
+
+class CudaBackend final : public Backend {
+ public:
+  Device device() const override { return kCUDA; }
+
+  void* allocate(size_t nbytes) override { return cuda::cached_malloc(nbytes); }
+  void deallocate(void* ptr, size_t nbytes) override { cuda::cached_free(ptr, nbytes); }
+
+  // The caller may reuse src as soon as this returns, so the copy is waited for.
+  void copy_from_host(void* dst, const void* src, size_t nbytes) override {
+    FG_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, cuda::stream()));
+    FG_CUDA_CHECK(cudaStreamSynchronize(cuda::stream()));
+  }
+  void copy_to_host(void* dst, const void* src, size_t nbytes) override {
+    FG_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, cuda::stream()));
+    FG_CUDA_CHECK(cudaStreamSynchronize(cuda::stream()));
+  }
+  void synchronize() override { FG_CUDA_CHECK(cudaStreamSynchronize(cuda::stream())); }
+
+  void copy(const Tensor& src, const Tensor& dst) override { cuda::copy(src, dst); }
+  void fill(const Tensor& dst, double value) override { cuda::fill(dst, value); }
+  void unary(UnaryOp op, const Tensor& x, const Tensor& out) override { cuda::unary(op, x, out); }
+  void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) override {
+    cuda::binary(op, a, b, out);
+  }
+  void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) override {
+    cuda::where(cond, a, b, out);
+  }
+  void reduce(ReduceOp op, const Tensor& x, int64_t outer, int64_t r, int64_t inner,
+              const Tensor& out) override {
+    cuda::reduce(op, x, outer, r, inner, out);
+  }
+  void gemm(const GemmArgs& args) override { cuda::gemm(args); }
+  void softmax(const Tensor& x, const Tensor& out, int64_t outer, int64_t n, int64_t inner,
+               bool log) override {
+    cuda::softmax(x, out, outer, n, inner, log);
+  }
+  void softmax_backward(const Tensor& y, const Tensor& grad, const Tensor& grad_input,
+                        int64_t outer, int64_t n, int64_t inner, bool log) override {
+    cuda::softmax_backward(y, grad, grad_input, outer, n, inner, log);
+  }
+  void layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
+                  int64_t rows, int64_t cols, const Tensor& out, const Tensor& mean,
+                  const Tensor& rstd) override {
+    cuda::layer_norm(x, weight, bias, eps, rows, cols, out, mean, rstd);
+  }
+  void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& mean,
+                           const Tensor& rstd, const Tensor& weight, int64_t rows, int64_t cols,
+                           const Tensor& grad_input, const Tensor& grad_weight,
+                           const Tensor& grad_bias) override {
+    cuda::layer_norm_backward(grad, x, mean, rstd, weight, rows, cols, grad_input, grad_weight,
+                              grad_bias);
+  }
+  void uniform(const Tensor& out, uint64_t seed, uint64_t offset, double low,
+               double high) override {
+    cuda::uniform(out, seed, offset, low, high);
+  }
+  void normal(const Tensor& out, uint64_t seed, uint64_t offset, double mean, double std) override {
+    cuda::normal(out, seed, offset, mean, std);
+  }
+  void dropout_mask(const Tensor& mask, double p, uint64_t seed, uint64_t offset) override {
+    cuda::dropout_mask(mask, p, seed, offset);
+  }
+  void bicubic_resize(const Tensor& x, const Tensor& out, bool align_corners) override {
+    cuda::bicubic_resize(x, out, align_corners);
+  }
+  void adamw(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+             const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
+             const AdamWParams& hyper) override {
+    cuda::adamw(params, grads, exp_avgs, exp_avg_sqs, hyper);
+  }
+  bool supports_attention(const AttentionShape& shape) const override {
+    return cuda::fused_attention_enabled() && cuda::attention_supported(shape);
+  }
+  void attention(const AttentionForwardArgs& args) override { cuda::attention(args); }
+  void attention_backward(const AttentionBackwardArgs& args) override {
+    cuda::attention_backward(args);
+  }
+};
+
+}  // namespace
+
+bool cuda_compiled() { return true; }
+
+int cuda_device_count() {
+  static const int count = query_device_count();
+  return count;
+}
+
+bool cuda_available() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (cuda_device_count() > 0) register_backend(DeviceType::CUDA, new CudaBackend());
+  });
+  return cuda_device_count() > 0;
+}
+
+}  // namespace fg

@@ -1,0 +1,316 @@
+// Unary and binary elementwise ops with the CPU backend's semantics (see
+// engine/cpu/elementwise.cpp). The op is a kernel argument: a branch that is the
+// same for every thread costs nothing next to the memory traffic of these
+// kernels, and it keeps the number of compiled kernels small.
+#include "engine/cuda/elementwise.cuh"
+#include "engine/cuda/kernels.h"
+
+namespace fg::cuda {
+
+namespace {
+
+template <class C>
+__device__ __forceinline__ C gelu_value(C x) {
+  return C(0.5) * x * (C(1) + math::erf(x * C(0.70710678118654752440)));
+}
+
+template <class C>
+__device__ __forceinline__ C gelu_derivative(C x) {
+  const C cdf = C(0.5) * (C(1) + math::erf(x * C(0.70710678118654752440)));
+  const C pdf = math::exp(C(-0.5) * x * x) * C(0.39894228040143267794);
+  return cdf + x * pdf;
+}
+
+template <class T>
+struct UnaryFloatFn {
+  UnaryOp op;
+  __device__ T operator()(T in) const {
+    using C = compute_t<T>;
+    const C v = convert<C>(in);
+    C r;
+    switch (op) {
+      case UnaryOp::Neg:
+        r = -v;
+        break;
+      case UnaryOp::Exp:
+        r = math::exp(v);
+        break;
+      case UnaryOp::Log:
+        r = math::log(v);
+        break;
+      case UnaryOp::Sqrt:
+        r = math::sqrt(v);
+        break;
+      case UnaryOp::Rsqrt:
+        r = C(1) / math::sqrt(v);
+        break;
+      case UnaryOp::Relu:
+        r = v > C(0) ? v : C(0);
+        break;
+      case UnaryOp::Gelu:
+        r = gelu_value(v);
+        break;
+      case UnaryOp::Tanh:
+        r = math::tanh(v);
+        break;
+      case UnaryOp::Sigmoid:
+        r = C(1) / (C(1) + math::exp(-v));
+        break;
+      case UnaryOp::Abs:
+        r = math::abs(v);
+        break;
+      case UnaryOp::Reciprocal:
+        r = C(1) / v;
+        break;
+      case UnaryOp::Square:
+        r = v * v;
+        break;
+      default:
+        r = C(0);
+        break;  // LogicalNot has its own functor
+    }
+    return convert<T>(r);
+  }
+};
+
+struct NegInt64Fn {
+  __device__ int64_t operator()(int64_t v) const { return -v; }
+};
+struct AbsInt64Fn {
+  __device__ int64_t operator()(int64_t v) const { return v < 0 ? -v : v; }
+};
+
+template <class T>
+struct LogicalNotFn {
+  __device__ bool operator()(T v) const { return convert<compute_t<T>>(v) == compute_t<T>(0); }
+};
+
+template <class T>
+struct ArithmeticFn {
+  BinaryOp op;
+  __device__ T operator()(T a, T b) const {
+    using C = compute_t<T>;
+    const C x = convert<C>(a), y = convert<C>(b);
+    C r;
+    switch (op) {
+      case BinaryOp::Add:
+        r = x + y;
+        break;
+      case BinaryOp::Sub:
+        r = x - y;
+        break;
+      case BinaryOp::Mul:
+        r = x * y;
+        break;
+      case BinaryOp::Div:
+        r = x / y;
+        break;
+      case BinaryOp::Maximum:
+        r = x >= y ? x : y;
+        break;
+      case BinaryOp::Minimum:
+        r = x <= y ? x : y;
+        break;
+      case BinaryOp::ReluBackward:
+        r = y > C(0) ? x : C(0);
+        break;
+      case BinaryOp::Pow:
+        if constexpr (std::is_floating_point_v<C>)
+          r = math::pow(x, y);
+        else
+          r = C(0);  // rejected on the host
+        break;
+      case BinaryOp::GeluBackward:
+        if constexpr (std::is_floating_point_v<C>)
+          r = x * gelu_derivative(y);
+        else
+          r = C(0);  // rejected on the host
+        break;
+      default:
+        r = C(0);
+        break;  // comparisons have their own functor
+    }
+    return convert<T>(r);
+  }
+};
+
+template <class T>
+struct ComparisonFn {
+  BinaryOp op;
+  __device__ bool operator()(T a, T b) const {
+    using C = compute_t<T>;
+    const C x = convert<C>(a), y = convert<C>(b);
+    switch (op) {
+      case BinaryOp::Eq:
+        return x == y;
+      case BinaryOp::Ne:
+        return x != y;
+      case BinaryOp::Lt:
+        return x < y;
+      case BinaryOp::Le:
+        return x <= y;
+      case BinaryOp::Gt:
+        return x > y;
+      case BinaryOp::Ge:
+        return x >= y;
+      case BinaryOp::LogicalAnd:
+        return x != C(0) && y != C(0);
+      case BinaryOp::LogicalOr:
+        return x != C(0) || y != C(0);
+      default:
+        return false;
+    }
+  }
+};
+
+const char* unary_name(UnaryOp op) {
+  switch (op) {
+    case UnaryOp::Neg:
+      return "neg";
+    case UnaryOp::Exp:
+      return "exp";
+    case UnaryOp::Log:
+      return "log";
+    case UnaryOp::Sqrt:
+      return "sqrt";
+    case UnaryOp::Rsqrt:
+      return "rsqrt";
+    case UnaryOp::Relu:
+      return "relu";
+    case UnaryOp::Gelu:
+      return "gelu";
+    case UnaryOp::Tanh:
+      return "tanh";
+    case UnaryOp::Sigmoid:
+      return "sigmoid";
+    case UnaryOp::Abs:
+      return "abs";
+    case UnaryOp::Reciprocal:
+      return "reciprocal";
+    case UnaryOp::Square:
+      return "square";
+    case UnaryOp::LogicalNot:
+      return "logical_not";
+  }
+  return "unary op";
+}
+
+const char* binary_name(BinaryOp op) {
+  switch (op) {
+    case BinaryOp::Add:
+      return "add";
+    case BinaryOp::Sub:
+      return "sub";
+    case BinaryOp::Mul:
+      return "mul";
+    case BinaryOp::Div:
+      return "div";
+    case BinaryOp::Maximum:
+      return "maximum";
+    case BinaryOp::Minimum:
+      return "minimum";
+    case BinaryOp::Pow:
+      return "pow";
+    case BinaryOp::Eq:
+      return "eq";
+    case BinaryOp::Ne:
+      return "ne";
+    case BinaryOp::Lt:
+      return "lt";
+    case BinaryOp::Le:
+      return "le";
+    case BinaryOp::Gt:
+      return "gt";
+    case BinaryOp::Ge:
+      return "ge";
+    case BinaryOp::LogicalAnd:
+      return "logical_and";
+    case BinaryOp::LogicalOr:
+      return "logical_or";
+    case BinaryOp::ReluBackward:
+      return "relu_backward";
+    case BinaryOp::GeluBackward:
+      return "gelu_backward";
+  }
+  return "binary op";
+}
+
+template <class T>
+void binary_typed(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
+  const char* name = binary_name(op);
+  if (is_comparison(op)) {
+    FG_CHECK(out.dtype() == DType::Bool, name, ": output must be bool");
+    launch_map2<bool, T, T>(name, a, b, out, ComparisonFn<T>{op});
+    return;
+  }
+  if constexpr (std::is_same_v<T, bool>) {
+    FG_CHECK(false, "arithmetic on bool tensors; convert with .to() first");
+  } else {
+    if constexpr (!std::is_floating_point_v<compute_t<T>>) {
+      FG_CHECK(op != BinaryOp::Pow && op != BinaryOp::GeluBackward, name,
+               ": needs a floating dtype");
+    }
+    launch_map2<T, T, T>(name, a, b, out, ArithmeticFn<T>{op});
+  }
+}
+
+}  // namespace
+
+void unary(UnaryOp op, const Tensor& x, const Tensor& out) {
+  const char* name = unary_name(op);
+  FG_CHECK(x.shape() == out.shape(), name, ": shapes differ");
+  if (op == UnaryOp::LogicalNot) {
+    FG_CHECK(out.dtype() == DType::Bool, name, ": output must be bool");
+    FG_CUDA_DISPATCH_ALL(x.dtype(), name, [&] {
+      launch_map1<bool, scalar_t>(name, x, out, LogicalNotFn<scalar_t>{});
+    });
+    return;
+  }
+  FG_CHECK(x.dtype() == out.dtype(), name, ": input ", dtype_name(x.dtype()), " and output ",
+           dtype_name(out.dtype()), " differ");
+  if (x.dtype() == DType::Int64 && (op == UnaryOp::Neg || op == UnaryOp::Abs)) {
+    if (op == UnaryOp::Neg)
+      launch_map1<int64_t, int64_t>(name, x, out, NegInt64Fn{});
+    else
+      launch_map1<int64_t, int64_t>(name, x, out, AbsInt64Fn{});
+    return;
+  }
+  FG_CUDA_DISPATCH_FLOATING(x.dtype(), name, [&] {
+    launch_map1<scalar_t, scalar_t>(name, x, out, UnaryFloatFn<scalar_t>{op});
+  });
+}
+
+void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
+  FG_CHECK(a.dtype() == b.dtype(), binary_name(op), ": operand dtypes differ (",
+           dtype_name(a.dtype()), " and ", dtype_name(b.dtype()), ")");
+  FG_CHECK(a.shape() == out.shape() && b.shape() == out.shape(), binary_name(op),
+           ": operands must be broadcast to the output's shape");
+  switch (a.dtype()) {
+    case DType::Float32:
+      binary_typed<float>(op, a, b, out);
+      break;
+    case DType::Float64:
+      binary_typed<double>(op, a, b, out);
+      break;
+    case DType::BFloat16:
+      binary_typed<bf16>(op, a, b, out);
+      break;
+    case DType::Int64:
+      binary_typed<int64_t>(op, a, b, out);
+      break;
+    case DType::Int32:
+      binary_typed<int32_t>(op, a, b, out);
+      break;
+    case DType::UInt8:
+      binary_typed<uint8_t>(op, a, b, out);
+      break;
+    case DType::Bool:
+      binary_typed<bool>(op, a, b, out);
+      break;
+    default:
+      FG_CHECK(false, binary_name(op), ": dtype ", dtype_name(a.dtype()),
+               " is not supported on CUDA (convert with .to(float32))");
+  }
+}
+
+}  // namespace fg::cuda

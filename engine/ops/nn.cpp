@@ -1,0 +1,245 @@
+// Softmax, layer norm, dropout, losses and attention.
+#include <cmath>
+
+#include "engine/autocast.h"
+#include "engine/ops/op_helpers.h"
+
+namespace fg {
+
+using namespace detail;
+
+namespace {
+
+Tensor softmax_impl(const Tensor& x_in, const std::vector<int64_t>& dims_in, bool log) {
+  // Autocast runs softmax in float32, as PyTorch does.
+  const Tensor x = autocast_raise(x_in);
+  const char* name = log ? "log_softmax" : "softmax";
+  FG_CHECK(is_floating(x.dtype()), name, ": needs a floating tensor, got ", dtype_name(x.dtype()));
+  FG_CHECK(!dims_in.empty(), name, ": no dimension given");
+  const auto dims = normalize_dims(dims_in, x.dim(), name);
+  int64_t outer, n, inner;
+  block_sizes(x.shape(), dims, name, outer, n, inner);
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  if (out.numel() == 0) return out;
+  {
+    NoGradGuard no_grad;
+    backend_of(x).softmax(x.contiguous(), out, outer, n, inner, log);
+  }
+  Tensor y = out.detach();
+  return record(name, out, {x}, [y, outer, n, inner, log](const Tensor& g, InputGrads& grads) {
+    Tensor gx = Tensor::empty(y.shape(), y.dtype(), y.device());
+    backend_of(y).softmax_backward(y, g.contiguous(), gx, outer, n, inner, log);
+    grads.set(0, gx);
+  });
+}
+
+}  // namespace
+
+Tensor softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, {dim}, false); }
+Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, {dim}, true); }
+Tensor softmax(const Tensor& x, const std::vector<int64_t>& dims) { return softmax_impl(x, dims, false); }
+Tensor log_softmax(const Tensor& x, const std::vector<int64_t>& dims) {
+  return softmax_impl(x, dims, true);
+}
+
+Tensor layer_norm(const Tensor& x_in, int64_t normalized_ndim, const Tensor& weight_in,
+                  const Tensor& bias_in, double eps) {
+  // Autocast runs layer_norm in float32 (input and parameters), as PyTorch does.
+  const Tensor x = autocast_raise(x_in);
+  const Tensor weight = autocast_raise(weight_in);
+  const Tensor bias = autocast_raise(bias_in);
+  FG_CHECK(normalized_ndim >= 1 && normalized_ndim <= x.dim(), "layer_norm: cannot normalize ",
+           normalized_ndim, " dimensions of a tensor of shape ", shape_str(x.shape()));
+  int64_t cols = 1;
+  for (int64_t d = x.dim() - normalized_ndim; d < x.dim(); ++d) cols *= x.size(d);
+  const int64_t rows = cols ? x.numel() / cols : 0;
+  const Shape norm_shape(x.shape().end() - normalized_ndim, x.shape().end());
+  for (const Tensor* p : {&weight, &bias})
+    if (p->defined())
+      FG_CHECK(p->numel() == cols, "layer_norm: parameter of shape ", shape_str(p->shape()),
+               " for normalized shape ", shape_str(norm_shape));
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  // Statistics in float32 for 16-bit inputs, else in the input's type.
+  const DType stats = x.dtype() == DType::Float64 ? DType::Float64 : DType::Float32;
+  Tensor mean = Tensor::empty({rows}, stats, x.device());
+  Tensor rstd = Tensor::empty({rows}, stats, x.device());
+  Tensor xc;
+  {
+    NoGradGuard no_grad;
+    xc = x.contiguous();
+    if (out.numel())
+      backend_of(x).layer_norm(xc, weight.defined() ? weight.contiguous() : Tensor(),
+                               bias.defined() ? bias.contiguous() : Tensor(), eps, rows, cols, out,
+                               mean, rstd);
+  }
+  Tensor wd = weight.defined() ? weight.detach().contiguous() : Tensor();
+  Tensor xd = xc.detach();
+  const Shape wshape = weight.defined() ? weight.shape() : Shape{};
+  const Shape bshape = bias.defined() ? bias.shape() : Shape{};
+  return record("layer_norm", out, {x, weight, bias},
+                [xd, wd, mean, rstd, rows, cols, wshape, bshape](const Tensor& g, InputGrads& grads) {
+                  Tensor gx = grads.needs(0) ? Tensor::empty(xd.shape(), xd.dtype(), xd.device())
+                                             : Tensor();
+                  Tensor gw = grads.needs(1) ? Tensor::empty(wshape, wd.dtype(), wd.device())
+                                             : Tensor();
+                  Tensor gb = grads.needs(2) ? Tensor::empty(bshape, xd.dtype(), xd.device())
+                                             : Tensor();
+                  if (xd.numel())
+                    backend_of(xd).layer_norm_backward(g.contiguous(), xd, mean, rstd, wd, rows,
+                                                       cols, gx, gw, gb);
+                  grads.set(0, gx);
+                  grads.set(1, gw);
+                  grads.set(2, gb);
+                });
+}
+
+Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
+  FG_CHECK(p >= 0.0 && p <= 1.0, "dropout: probability must be in [0, 1], got ", p);
+  if (!training || p == 0.0) return x;
+  if (p == 1.0) return mul(x, 0.0);
+  Tensor mask = Tensor::empty(x.shape(), x.dtype(), x.device());
+  if (mask.numel()) backend_of(x).dropout_mask(mask, p, gen.seed(), gen.next_offset());
+  return mul(x, mask);
+}
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels, double label_smoothing) {
+  FG_CHECK(logits.dim() == 2, "cross_entropy: logits must be (N, C), got ", shape_str(logits.shape()));
+  FG_CHECK(labels.dim() == 1 && labels.size(0) == logits.size(0), "cross_entropy: labels of shape ",
+           shape_str(labels.shape()), " for logits of shape ", shape_str(logits.shape()));
+  FG_CHECK(!is_floating(labels.dtype()), "cross_entropy: labels must be integers (use soft_cross_entropy for probabilities)");
+  FG_CHECK(label_smoothing >= 0.0 && label_smoothing <= 1.0,
+           "cross_entropy: label_smoothing must be in [0, 1], got ", label_smoothing);
+  const int64_t classes = logits.size(1);
+  {
+    const auto values = labels.to_vector<int64_t>();
+    for (int64_t v : values)
+      FG_CHECK(v >= 0 && v < classes, "cross_entropy: label ", v, " out of range for ", classes,
+               " classes");
+  }
+  Tensor target = one_hot(labels, classes, logits.dtype());
+  if (label_smoothing > 0.0)
+    target = add(mul(target, 1.0 - label_smoothing), label_smoothing / static_cast<double>(classes));
+  return soft_cross_entropy(logits, target);
+}
+
+Tensor soft_cross_entropy(const Tensor& logits, const Tensor& targets) {
+  FG_CHECK(logits.shape() == targets.shape(), "soft_cross_entropy: targets of shape ",
+           shape_str(targets.shape()), " for logits of shape ", shape_str(logits.shape()));
+  const Tensor logp = log_softmax(logits, -1);
+  return neg(mean(sum(mul(targets, logp), {-1})));
+}
+
+namespace {
+
+// The (B, H, L, D) view a fused attention kernel takes: 3-D tensors get H = 1
+// and the last dimension must have unit stride. Outside autograd.
+Tensor attention_view(const Tensor& t) {
+  Tensor v = t.detach();
+  if (v.dim() == 3) v = v.unsqueeze(1);
+  if (v.stride(3) != 1 && v.size(3) > 1) v = v.contiguous();
+  return v;
+}
+
+// An empty (B, H, L, D) tensor stored as (B, L, H, D): the layout in which the
+// heads' outputs merge back into (B, L, H * D) without a copy.
+Tensor empty_heads_last(int64_t b, int64_t h, int64_t l, int64_t d, DType dtype, Device device) {
+  return Tensor::empty({b, l, h, d}, dtype, device).transpose(1, 2);
+}
+
+// The fused kernel of the backend, when it has one for these inputs.
+bool try_fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
+                         double dropout_p, bool drop, Generator* gen, Tensor& result) {
+  if (q.dim() < 3 || q.dim() > 4 || q.dtype() != k.dtype() || q.dtype() != v.dtype()) return false;
+  if (q.device() != k.device() || q.device() != v.device()) return false;
+  for (int64_t d = 0; d < q.dim() - 2; ++d)
+    if (q.size(d) != k.size(d) || q.size(d) != v.size(d)) return false;  // no broadcasting
+  if (k.size(-1) != v.size(-1)) return false;
+  const bool three_d = q.dim() == 3;
+  AttentionShape shape;
+  shape.dtype = q.dtype();
+  shape.batch = q.size(0);
+  shape.heads = three_d ? 1 : q.size(1);
+  shape.q_len = q.size(-2);
+  shape.kv_len = k.size(-2);
+  shape.head_dim = q.size(-1);
+  shape.dropout = drop;
+  Backend& backend = backend_of(q);
+  if (!backend.supports_attention(shape)) return false;
+
+  Generator& generator = gen ? *gen : default_generator();
+  AttentionForwardArgs args;
+  args.shape = shape;
+  args.scale = scale;
+  args.dropout_p = drop ? dropout_p : 0.0;
+  args.seed = generator.seed();
+  args.offset = drop ? generator.next_offset() : 0;  // one draw, as the composite's dropout
+  Tensor out4;
+  {
+    NoGradGuard no_grad;
+    args.q = attention_view(q);
+    args.k = attention_view(k);
+    args.v = attention_view(v);
+    out4 = empty_heads_last(shape.batch, shape.heads, shape.q_len, shape.head_dim, shape.dtype,
+                            q.device());
+    args.out = out4;
+    args.logsumexp = Tensor::empty({shape.batch * shape.heads * shape.q_len}, DType::Float32,
+                                   q.device());
+    backend.attention(args);
+  }
+  Tensor out = three_d ? out4.detach().squeeze(1) : out4.detach();
+  const AttentionForwardArgs saved = [&] {
+    AttentionForwardArgs s = args;
+    s.out = out4.detach();
+    return s;
+  }();
+  result = record("scaled_dot_product_attention", out, {q, k, v},
+                  [saved, three_d](const Tensor& g, InputGrads& grads) {
+                    const AttentionShape& s = saved.shape;
+                    AttentionBackwardArgs b;
+                    b.shape = s;
+                    b.q = saved.q;
+                    b.k = saved.k;
+                    b.v = saved.v;
+                    b.out = saved.out;
+                    b.logsumexp = saved.logsumexp;
+                    b.scale = saved.scale;
+                    b.dropout_p = saved.dropout_p;
+                    b.seed = saved.seed;
+                    b.offset = saved.offset;
+                    b.grad_out = attention_view(g.to(s.dtype));
+                    const Device device = saved.q.device();
+                    b.grad_q = empty_heads_last(s.batch, s.heads, s.q_len, s.head_dim, s.dtype, device);
+                    b.grad_k = empty_heads_last(s.batch, s.heads, s.kv_len, s.head_dim, s.dtype, device);
+                    b.grad_v = empty_heads_last(s.batch, s.heads, s.kv_len, s.head_dim, s.dtype, device);
+                    backend_of(saved.q).attention_backward(b);
+                    auto shaped = [three_d](const Tensor& t) { return three_d ? t.squeeze(1) : t; };
+                    grads.set(0, shaped(b.grad_q));
+                    grads.set(1, shaped(b.grad_k));
+                    grads.set(2, shaped(b.grad_v));
+                  });
+  return true;
+}
+
+}  // namespace
+
+Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
+                                    double dropout_p, bool training, Generator* gen) {
+  // Autocast: float32 CUDA operands run in bfloat16.
+  const Tensor q = autocast_lower(q_in), k = autocast_lower(k_in), v = autocast_lower(v_in);
+  FG_CHECK(q.dim() >= 2 && q.dim() == k.dim() && k.dim() == v.dim(),
+           "scaled_dot_product_attention: q, k, v of shapes ", shape_str(q.shape()), ", ",
+           shape_str(k.shape()), ", ", shape_str(v.shape()));
+  FG_CHECK(q.size(-1) == k.size(-1) && k.size(-2) == v.size(-2),
+           "scaled_dot_product_attention: q, k, v of shapes ", shape_str(q.shape()), ", ",
+           shape_str(k.shape()), ", ", shape_str(v.shape()), " do not match");
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  const bool drop = training && dropout_p > 0.0;
+  Tensor fused;
+  if (try_fused_attention(q, k, v, scale, dropout_p, drop, gen, fused)) return fused;
+  // Composite: the same function from matmul, softmax and dropout (the CPU's path).
+  Tensor probs = softmax(matmul(mul(q, scale), k.transpose(-1, -2)), -1);
+  if (drop) probs = dropout(probs, dropout_p, true, gen ? *gen : default_generator());
+  return matmul(probs, v);
+}
+
+}  // namespace fg

@@ -1,0 +1,94 @@
+#include "engine/optim/adamw.h"
+
+#include <cmath>
+
+#include "engine/autograd.h"
+#include "engine/ops.h"
+
+namespace fg::optim {
+
+AdamW::AdamW(std::vector<ParamGroup> groups, double lr, double beta1, double beta2, double eps)
+    : groups_(std::move(groups)), lr_(lr), beta1_(beta1), beta2_(beta2), eps_(eps) {
+  FG_CHECK(lr >= 0, "AdamW: invalid learning rate ", lr);
+  FG_CHECK(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "AdamW: betas must be in [0, 1)");
+  size_t count = 0;
+  for (const auto& g : groups_) count += g.params.size();
+  states_.resize(count);
+}
+
+void AdamW::step() {
+  NoGradGuard no_grad;
+  size_t index = 0;
+  for (const auto& group : groups_) {
+    // Parameters that share a step count are updated in one backend call.
+    std::vector<Tensor> params, grads, avgs, sqs;
+    int64_t step = -1;
+    auto flush = [&] {
+      if (params.empty()) return;
+      AdamWParams hp;
+      hp.lr = lr_;
+      hp.beta1 = beta1_;
+      hp.beta2 = beta2_;
+      hp.eps = eps_;
+      hp.weight_decay = group.weight_decay;
+      hp.step = step;
+      backend_of(params[0]).adamw(params, grads, avgs, sqs, hp);
+      params.clear();
+      grads.clear();
+      avgs.clear();
+      sqs.clear();
+    };
+    for (const Tensor& p : group.params) {
+      State& s = states_[index++];
+      const Tensor g = p.grad();
+      if (!g.defined()) continue;
+      FG_CHECK(p.is_contiguous() && g.shape() == p.shape(), "AdamW: parameter and gradient of shapes ",
+               shape_str(p.shape()), " and ", shape_str(g.shape()));
+      if (!s.exp_avg.defined()) {
+        s.exp_avg = Tensor::zeros(p.shape(), p.dtype(), p.device());
+        s.exp_avg_sq = Tensor::zeros(p.shape(), p.dtype(), p.device());
+      }
+      ++s.step;
+      if (s.step != step) flush();
+      step = s.step;
+      params.push_back(p);
+      grads.push_back(g.dtype() == p.dtype() && g.is_contiguous() ? g : g.to(p.dtype()).contiguous());
+      avgs.push_back(s.exp_avg);
+      sqs.push_back(s.exp_avg_sq);
+    }
+    flush();
+  }
+}
+
+void AdamW::zero_grad() {
+  for (const auto& group : groups_)
+    for (const Tensor& p : group.params) p.zero_grad();
+}
+
+Tensor grad_norm(const std::vector<Tensor>& params) {
+  NoGradGuard no_grad;
+  Tensor total;
+  for (const Tensor& p : params) {
+    const Tensor g = p.grad();
+    if (!g.defined()) continue;
+    const Tensor sq = sum(square(g.dtype() == DType::Float64 ? g : g.to(DType::Float32)));
+    total = total.defined() ? add(total, sq.to(total.dtype())) : sq;
+  }
+  if (!total.defined()) return Tensor::scalar(0.0);
+  return sqrt(total);
+}
+
+Tensor clip_grad_norm_(const std::vector<Tensor>& params, double max_norm) {
+  NoGradGuard no_grad;
+  const Tensor norm = grad_norm(params);
+  // coefficient = min(max_norm / (norm + 1e-6), 1), kept on the device.
+  const Tensor coef = minimum(div(Tensor::scalar(max_norm, norm.dtype(), norm.device()), add(norm, 1e-6)),
+                              Tensor::scalar(1.0, norm.dtype(), norm.device()));
+  for (const Tensor& p : params) {
+    const Tensor g = p.grad();
+    if (g.defined()) mul_(g, coef);
+  }
+  return norm;
+}
+
+}  // namespace fg::optim

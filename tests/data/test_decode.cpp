@@ -1,0 +1,232 @@
+// Decoding against libjpeg-turbo's own TurboJPEG output and PIL's, window and
+// DCT-scaled decodes, and the odd files a real dataset holds.
+#include <doctest/doctest.h>
+#include <turbojpeg.h>
+
+#include <random>
+
+#include "data/decode.h"
+#include "helpers.h"
+
+using namespace fg::data;
+using namespace fg::data::testing;
+using nlohmann::json;
+
+namespace {
+
+DecodedImage decode(const std::vector<uint8_t>& bytes, const DecodeRequest& request = {}) {
+  DecodedImage out;
+  decode_image(bytes.data(), bytes.size(), request, out);
+  return out;
+}
+
+// TurboJPEG's decode at scaling factor 1/denominator.
+InterleavedImage turbojpeg_scaled(const std::vector<uint8_t>& jpeg, int denominator) {
+  tjhandle handle = tjInitDecompress();
+  int width = 0, height = 0, subsampling = 0, colorspace = 0;
+  REQUIRE(tjDecompressHeader3(handle, jpeg.data(), jpeg.size(), &width, &height, &subsampling,
+                              &colorspace) == 0);
+  const int w = (width + denominator - 1) / denominator;
+  const int h = (height + denominator - 1) / denominator;
+  InterleavedImage out;
+  out.reset(w, h, 3);
+  REQUIRE(tjDecompress2(handle, jpeg.data(), jpeg.size(), out.pixels.data(), w, 0, h, TJPF_RGB,
+                        0) == 0);
+  tjDestroy(handle);
+  return out;
+}
+
+// Mismatching bytes between the decoded window and the same region of `full`.
+int64_t window_mismatches(const DecodedImage& d, const InterleavedImage& full, int x, int y, int w,
+                          int h) {
+  int64_t bad = 0;
+  for (int yy = y; yy < y + h; ++yy) {
+    for (int xx = x; xx < x + w; ++xx) {
+      for (int c = 0; c < 3; ++c) {
+        const uint8_t a = d.rgb.row(yy - d.origin_y)[(xx - d.origin_x) * 3 + c];
+        bad += a != full.row(yy)[xx * 3 + c];
+      }
+    }
+  }
+  return bad;
+}
+
+}  // namespace
+
+TEST_CASE("jpeg: full decode equals TurboJPEG's for every subsampling, progressive and gray") {
+  const InterleavedImage img = random_image(301, 207, 3, 11);
+  for (int subsampling : {444, 422, 420}) {
+    for (bool progressive : {false, true}) {
+      CAPTURE(subsampling);
+      CAPTURE(progressive);
+      const auto jpeg = encode_jpeg(img, {90, progressive, false, subsampling});
+      const DecodedImage d = decode(jpeg);
+      const InterleavedImage reference = turbojpeg_decode_rgb(jpeg);
+      REQUIRE(d.rgb.width == 301);
+      REQUIRE(d.rgb.height == 207);
+      CHECK(d.origin_x == 0);
+      CHECK(d.origin_y == 0);
+      CHECK(d.rgb.pixels == reference.pixels);
+    }
+  }
+  const auto gray_jpeg = encode_jpeg(img, {90, false, true, 420});
+  const DecodedImage gray = decode(gray_jpeg);
+  const InterleavedImage reference = turbojpeg_decode_rgb(gray_jpeg);
+  CHECK(gray.rgb.pixels == reference.pixels);
+  // Gray becomes RGB with equal channels.
+  bool equal_channels = true;
+  for (size_t i = 0; i < gray.rgb.pixels.size(); i += 3) {
+    equal_channels &= gray.rgb.pixels[i] == gray.rgb.pixels[i + 1] &&
+                      gray.rgb.pixels[i] == gray.rgb.pixels[i + 2];
+  }
+  CHECK(equal_channels);
+}
+
+TEST_CASE("jpeg: a window decode holds exactly the full decode's pixels of that window") {
+  std::mt19937 rng(5);
+  for (int subsampling : {444, 422, 420}) {
+    for (bool progressive : {false, true}) {
+      const InterleavedImage img = random_image(500, 375, 3, 12 + subsampling);
+      const auto jpeg = encode_jpeg(img, {90, progressive, false, subsampling});
+      const InterleavedImage full = turbojpeg_decode_rgb(jpeg);
+      for (int trial = 0; trial < 25; ++trial) {
+        const int w = 1 + static_cast<int>(rng() % 500);
+        const int h = 1 + static_cast<int>(rng() % 375);
+        const int x = static_cast<int>(rng() % (500 - w + 1));
+        const int y = static_cast<int>(rng() % (375 - h + 1));
+        CAPTURE(subsampling);
+        CAPTURE(progressive);
+        CAPTURE(x);
+        CAPTURE(y);
+        CAPTURE(w);
+        CAPTURE(h);
+        DecodeRequest request;
+        request.x = x;
+        request.y = y;
+        request.width = w;
+        request.height = h;
+        const DecodedImage d = decode(jpeg, request);
+        REQUIRE(d.origin_x <= x);
+        REQUIRE(d.origin_y <= y);
+        REQUIRE(d.origin_x + d.rgb.width >= x + w);
+        REQUIRE(d.origin_y + d.rgb.height >= y + h);
+        CHECK(window_mismatches(d, full, x, y, w, h) == 0);
+        // Small windows must not decode the whole image.
+        if (w < 200 && h < 150) CHECK(static_cast<int64_t>(d.rgb.width) * d.rgb.height < 500 * 375);
+      }
+    }
+  }
+}
+
+TEST_CASE("jpeg: DCT-scaled decodes equal TurboJPEG's scaled decodes, whole and windowed") {
+  const InterleavedImage img = random_image(640, 480, 3, 13);
+  const auto jpeg = encode_jpeg(img, {90, false, false, 420});
+  for (int denominator : {2, 4, 8}) {
+    CAPTURE(denominator);
+    const InterleavedImage reference = turbojpeg_scaled(jpeg, denominator);
+    DecodeRequest whole;
+    whole.scale_denominator = denominator;
+    const DecodedImage d = decode(jpeg, whole);
+    CHECK(d.scale_denominator == denominator);
+    CHECK(d.scaled_width == reference.width);
+    CHECK(d.scaled_height == reference.height);
+    CHECK(d.rgb.pixels == reference.pixels);
+    DecodeRequest window = whole;
+    window.x = 200;
+    window.y = 160;
+    window.width = 256;
+    window.height = 200;
+    const DecodedImage part = decode(jpeg, window);
+    CHECK(window_mismatches(part, reference, 200 / denominator, 160 / denominator,
+                            256 / denominator, 200 / denominator) == 0);
+  }
+}
+
+TEST_CASE("decode: PIL reads the same pixels (JPEG, CMYK JPEG, PNG, PNG under a .JPEG name)") {
+  TempDir dir("decode");
+  const InterleavedImage img = random_image(123, 77, 3, 14);
+  const std::string raw = dir / "img.raw";
+  write_bytes(raw, img.pixels);
+  json jobs = json::array();
+  // Files written by PIL: a CMYK JPEG (Adobe marker, inverted values) and a palette-free PNG.
+  jobs.push_back({{"op", "encode"},
+                  {"input", raw},
+                  {"width", 123},
+                  {"height", 77},
+                  {"mode", "RGB"},
+                  {"convert", "CMYK"},
+                  {"path", dir / "cmyk.jpg"},
+                  {"options", {{"quality", 92}}}});
+  jobs.push_back({{"op", "encode"},
+                  {"input", raw},
+                  {"width", 123},
+                  {"height", 77},
+                  {"mode", "RGB"},
+                  {"path", dir / "pil.png"},
+                  {"options", json::object()}});
+  jobs.push_back({{"op", "encode"},
+                  {"input", raw},
+                  {"width", 123},
+                  {"height", 77},
+                  {"mode", "RGB"},
+                  {"convert", "L"},
+                  {"path", dir / "gray.jpg"},
+                  {"options", {{"quality", 90}}}});
+  jobs.push_back({{"op", "encode"},
+                  {"input", raw},
+                  {"width", 123},
+                  {"height", 77},
+                  {"mode", "RGB"},
+                  {"path", dir / "progressive.jpg"},
+                  {"options", {{"quality", 85}, {"progressive", true}}}});
+  write_bytes(dir / "ours.jpg", encode_jpeg(img, {90, false, false, 420}));
+  write_bytes(dir / "png_named.JPEG", encode_png(img));
+  run_pil_oracle(jobs, dir.path());
+  json decodes = json::array();
+  const std::vector<std::string> files = {"cmyk.jpg",        "pil.png",  "gray.jpg",
+                                          "progressive.jpg", "ours.jpg", "png_named.JPEG"};
+  for (const auto& f : files) {
+    decodes.push_back({{"op", "decode"}, {"input", dir / f}, {"output", dir / (f + ".out")}});
+  }
+  run_pil_oracle(decodes, dir.path());
+  for (const auto& f : files) {
+    CAPTURE(f);
+    const std::vector<uint8_t> bytes = read_bytes(dir / f);
+    const DecodedImage d = decode(bytes);
+    CHECK(d.rgb.width == 123);
+    CHECK(d.rgb.height == 77);
+    CHECK(d.rgb.pixels == read_bytes(dir / (f + ".out")));
+  }
+  CHECK(sniff_format(read_bytes(dir / "png_named.JPEG").data(), 16) == ImageFormat::Png);
+  const auto info =
+      probe_image(read_bytes(dir / "cmyk.jpg").data(), read_bytes(dir / "cmyk.jpg").size());
+  CHECK(info.width == 123);
+  CHECK(info.height == 77);
+  CHECK(info.format == ImageFormat::Jpeg);
+}
+
+TEST_CASE("decode: truncated, corrupt and non-image files throw DecodeError") {
+  const InterleavedImage img = random_image(200, 150, 3, 15);
+  const auto jpeg = encode_jpeg(img);
+  for (size_t keep : {jpeg.size() - 2, jpeg.size() / 2, size_t{600}, size_t{3}}) {
+    CAPTURE(keep);
+    const std::vector<uint8_t> cut(jpeg.begin(), jpeg.begin() + static_cast<ptrdiff_t>(keep));
+    CHECK_THROWS_AS(decode(cut), DecodeError);
+    // Whatever window is asked for: the verdict does not depend on the crop.
+    DecodeRequest top;
+    top.x = 0;
+    top.y = 0;
+    top.width = 16;
+    top.height = 16;
+    CHECK_THROWS_AS(decode(cut, top), DecodeError);
+  }
+  std::vector<uint8_t> garbage(5000);
+  std::mt19937 rng(1);
+  for (auto& b : garbage) b = static_cast<uint8_t>(rng());
+  CHECK_THROWS_AS(decode(garbage), DecodeError);
+  CHECK_THROWS_AS(decode(std::vector<uint8_t>{}), DecodeError);
+  const auto png = encode_png(img);
+  const std::vector<uint8_t> cut_png(png.begin(),
+                                     png.begin() + static_cast<ptrdiff_t>(png.size() / 2));
+  CHECK_THROWS_AS(decode(cut_png), DecodeError);
+}

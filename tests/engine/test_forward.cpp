@@ -1,0 +1,288 @@
+// Forward values against independently computed expectations (plain loops in
+// double precision written here, or values worked out by hand).
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "engine/ops.h"
+
+using namespace fg;
+
+namespace {
+
+Tensor random_f32(const Shape& shape, uint64_t seed, double low = -1, double high = 1) {
+  Generator gen(seed);
+  return rand(shape, gen, low, high);
+}
+
+}  // namespace
+
+TEST_CASE("forward: softmax and log_softmax stay finite on large logits") {
+  const Tensor x = Tensor::from_vector<float>({1000, 1001, 1002, -1000, -1001, -1002}, {2, 3});
+  const auto p = softmax(x, -1).to_vector<double>();
+  const auto lp = log_softmax(x, -1).to_vector<double>();
+  const double z = std::exp(0.0) + std::exp(1.0) + std::exp(2.0);
+  const double expected[3] = {1 / z, std::exp(1.0) / z, std::exp(2.0) / z};
+  for (int i = 0; i < 3; ++i) {
+    CHECK(p[i] == doctest::Approx(expected[i]).epsilon(1e-6));
+    CHECK(p[3 + 2 - i] == doctest::Approx(expected[i]).epsilon(1e-6));
+    CHECK(lp[i] == doctest::Approx(std::log(expected[i])).epsilon(1e-6));
+    CHECK(std::isfinite(lp[3 + i]));
+  }
+}
+
+TEST_CASE("forward: softmax over several dimensions sums to one over them") {
+  const Tensor x = random_f32({2, 5, 3, 4}, 1, -5, 5);
+  const Tensor joint = softmax(x, std::vector<int64_t>{2, 3});  // combine-style
+  const Tensor over_tokens = softmax(x, 1);                      // dispatch-style
+  const auto a = sum(joint, {2, 3}).to_vector<double>();
+  const auto b = sum(over_tokens, {1}).to_vector<double>();
+  for (double v : a) CHECK(v == doctest::Approx(1.0).epsilon(1e-6));
+  for (double v : b) CHECK(v == doctest::Approx(1.0).epsilon(1e-6));
+  // Against a loop: element (0, 1, 2, 3) of the joint softmax.
+  const auto xv = x.to_vector<double>();
+  double mx = -1e30, s = 0;
+  for (int k = 0; k < 12; ++k) mx = std::max(mx, xv[(0 * 5 + 1) * 12 + k]);
+  for (int k = 0; k < 12; ++k) s += std::exp(xv[(0 * 5 + 1) * 12 + k] - mx);
+  const double expected = std::exp(xv[(0 * 5 + 1) * 12 + 2 * 4 + 3] - mx) / s;
+  CHECK(joint.to_vector<double>()[(0 * 5 + 1) * 12 + 11] == doctest::Approx(expected).epsilon(1e-6));
+}
+
+TEST_CASE("forward: layer_norm against a two-pass formula") {
+  const int rows = 7, cols = 384;
+  const Tensor x = random_f32({rows, cols}, 2, -3, 5);
+  const Tensor w = random_f32({cols}, 3, 0.5, 1.5);
+  const Tensor b = random_f32({cols}, 4);
+  const auto y = layer_norm(x, 1, w, b, 1e-5).to_vector<double>();
+  const auto xv = x.to_vector<double>(), wv = w.to_vector<double>(), bv = b.to_vector<double>();
+  double worst = 0;
+  for (int r = 0; r < rows; ++r) {
+    double m = 0, v = 0;
+    for (int j = 0; j < cols; ++j) m += xv[r * cols + j];
+    m /= cols;
+    for (int j = 0; j < cols; ++j) v += (xv[r * cols + j] - m) * (xv[r * cols + j] - m);
+    v /= cols;
+    for (int j = 0; j < cols; ++j) {
+      const double e = (xv[r * cols + j] - m) / std::sqrt(v + 1e-5) * wv[j] + bv[j];
+      worst = std::max(worst, std::abs(e - y[r * cols + j]));
+    }
+  }
+  CHECK(worst < 1e-5);
+}
+
+TEST_CASE("forward: matmul against a triple loop, awkward sizes and transposed views") {
+  for (auto [m, k, n] : {std::tuple{1, 1, 1}, {3, 17, 5}, {33, 7, 65}}) {
+    const Tensor a = random_f32({2, k, m}, 5).transpose(1, 2);  // (2, m, k), transposed storage
+    const Tensor b = random_f32({2, k, n}, 6);
+    const auto c = matmul(a, b).to_vector<double>();
+    const auto av = a.contiguous().to_vector<double>(), bv = b.to_vector<double>();
+    double worst = 0;
+    for (int bt = 0; bt < 2; ++bt)
+      for (int i = 0; i < m; ++i)
+        for (int j = 0; j < n; ++j) {
+          double s = 0;
+          for (int p = 0; p < k; ++p) s += av[(bt * m + i) * k + p] * bv[(bt * k + p) * n + j];
+          worst = std::max(worst, std::abs(s - c[(bt * m + i) * n + j]));
+        }
+    CHECK(worst < 1e-5);
+  }
+}
+
+TEST_CASE("forward: linear is x W^T + b") {
+  const Tensor x = Tensor::from_vector<float>({1, 2, 3, 4, 5, 6}, {2, 3});
+  const Tensor w = Tensor::from_vector<float>({1, 0, -1, 2, 1, 0}, {2, 3});
+  const Tensor b = Tensor::from_vector<float>({10, 20}, {2});
+  CHECK(linear(x, w, b).to_vector<float>() == std::vector<float>{8, 24, 8, 33});
+}
+
+TEST_CASE("forward: reductions against loops") {
+  const Tensor x = random_f32({3, 4, 5}, 7);
+  const auto xv = x.to_vector<double>();
+  const auto s = sum(x, {0, 2}).to_vector<double>();
+  const auto m = max(x, {1}).to_vector<double>();
+  const auto mn = mean(x, {2}, true);
+  CHECK(mn.shape() == Shape{3, 4, 1});
+  for (int j = 0; j < 4; ++j) {
+    double e = 0;
+    for (int i = 0; i < 3; ++i)
+      for (int k = 0; k < 5; ++k) e += xv[(i * 4 + j) * 5 + k];
+    CHECK(s[j] == doctest::Approx(e).epsilon(1e-6));
+  }
+  for (int i = 0; i < 3; ++i)
+    for (int k = 0; k < 5; ++k) {
+      double e = -1e30;
+      for (int j = 0; j < 4; ++j) e = std::max(e, xv[(i * 4 + j) * 5 + k]);
+      CHECK(m[i * 5 + k] == doctest::Approx(e));
+    }
+  CHECK(sum(x).item() == doctest::Approx(std::accumulate(xv.begin(), xv.end(), 0.0)).epsilon(1e-6));
+  CHECK(argmax(Tensor::from_vector<float>({1, 5, 2, 7, 0, 3}, {2, 3}), 1).to_vector<int64_t>() ==
+        std::vector<int64_t>{1, 0});
+}
+
+TEST_CASE("forward: elementwise functions") {
+  const Tensor x = Tensor::from_vector<double>({-2.0, -0.5, 0.0, 0.5, 3.0}, {5});
+  const auto g = gelu(x).to_vector<double>();
+  const auto s = sigmoid(x).to_vector<double>();
+  const auto r = relu(x).to_vector<double>();
+  const double xs[5] = {-2.0, -0.5, 0.0, 0.5, 3.0};
+  for (int i = 0; i < 5; ++i) {
+    CHECK(g[i] == doctest::Approx(0.5 * xs[i] * (1 + std::erf(xs[i] / std::sqrt(2.0)))));
+    CHECK(s[i] == doctest::Approx(1 / (1 + std::exp(-xs[i]))));
+    CHECK(r[i] == (xs[i] > 0 ? xs[i] : 0.0));
+  }
+  // Broadcasting: (2, 1) + (3) -> (2, 3)
+  const Tensor a = Tensor::from_vector<float>({1, 2}, {2, 1});
+  const Tensor b = Tensor::from_vector<float>({10, 20, 30}, {3});
+  CHECK((a + b).to_vector<float>() == std::vector<float>{11, 21, 31, 12, 22, 32});
+  CHECK((a - b).shape() == Shape{2, 3});
+  CHECK(where(gt(b, 15.0), b, -1.0).to_vector<float>() == std::vector<float>{-1, 20, 30});
+  CHECK(masked_fill(b, lt(b, 25.0), 0.0).to_vector<float>() == std::vector<float>{0, 0, 30});
+  CHECK(logical_and(gt(b, 15.0), lt(b, 25.0)).to_vector<uint8_t>() == std::vector<uint8_t>{0, 1, 0});
+  CHECK(logical_or(gt(b, 25.0), lt(b, 15.0)).to_vector<uint8_t>() == std::vector<uint8_t>{1, 0, 1});
+  CHECK(logical_not(gt(b, 15.0)).to_vector<uint8_t>() == std::vector<uint8_t>{1, 0, 0});
+  CHECK(eq(b, 20.0).to_vector<uint8_t>() == std::vector<uint8_t>{0, 1, 0});
+}
+
+TEST_CASE("forward: cross entropy by hand") {
+  const Tensor logits = Tensor::from_vector<double>({1, 2, 3, 0, 0, 0}, {2, 3});
+  const Tensor labels = Tensor::from_vector<int64_t>({2, 0}, {2});
+  const double z = std::exp(1.0) + std::exp(2.0) + std::exp(3.0);
+  const double nll0 = -std::log(std::exp(3.0) / z), nll1 = std::log(3.0);
+  CHECK(cross_entropy(logits, labels).item() == doctest::Approx((nll0 + nll1) / 2));
+  // Label smoothing eps: (1 - eps) nll + eps * mean over classes of -log p.
+  const double eps = 0.1;
+  const double uni0 = -(std::log(std::exp(1.0) / z) + std::log(std::exp(2.0) / z) + std::log(std::exp(3.0) / z)) / 3;
+  const double uni1 = std::log(3.0);
+  const double expected = ((1 - eps) * nll0 + eps * uni0 + (1 - eps) * nll1 + eps * uni1) / 2;
+  CHECK(cross_entropy(logits, labels, eps).item() == doctest::Approx(expected));
+  CHECK_THROWS_WITH_AS(cross_entropy(logits, Tensor::from_vector<int64_t>({3, 0}, {2})),
+                       doctest::Contains("label 3 out of range"), Error);
+}
+
+TEST_CASE("forward: attention against loops") {
+  const Tensor q = random_f32({1, 2, 3, 4}, 8), k = random_f32({1, 2, 5, 4}, 9),
+               v = random_f32({1, 2, 5, 4}, 10);
+  const auto out = scaled_dot_product_attention(q, k, v).to_vector<double>();
+  const auto qv = q.to_vector<double>(), kv = k.to_vector<double>(), vv = v.to_vector<double>();
+  double worst = 0;
+  for (int h = 0; h < 2; ++h)
+    for (int i = 0; i < 3; ++i) {
+      double scores[5], mx = -1e30, s = 0;
+      for (int j = 0; j < 5; ++j) {
+        double d = 0;
+        for (int c = 0; c < 4; ++c) d += qv[(h * 3 + i) * 4 + c] * kv[(h * 5 + j) * 4 + c];
+        scores[j] = d / 2.0;
+        mx = std::max(mx, scores[j]);
+      }
+      for (double& sc : scores) s += (sc = std::exp(sc - mx));
+      for (int c = 0; c < 4; ++c) {
+        double e = 0;
+        for (int j = 0; j < 5; ++j) e += scores[j] / s * vv[(h * 5 + j) * 4 + c];
+        worst = std::max(worst, std::abs(e - out[(h * 3 + i) * 4 + c]));
+      }
+    }
+  CHECK(worst < 1e-6);
+}
+
+TEST_CASE("forward: patchify orders each patch (row, col, channel)") {
+  // Pixel value encodes (channel, y, x).
+  const int C = 3, H = 4, W = 6, P = 2;
+  std::vector<float> pixels(C * H * W);
+  for (int c = 0; c < C; ++c)
+    for (int y = 0; y < H; ++y)
+      for (int x = 0; x < W; ++x) pixels[(c * H + y) * W + x] = static_cast<float>(c * 100 + y * 10 + x);
+  const Tensor tokens = patchify(Tensor::from_vector(pixels, {1, C, H, W}), P);
+  REQUIRE(tokens.shape() == Shape{1, (H / P) * (W / P), P * P * C});
+  const auto t = tokens.to_vector<float>();
+  for (int gy = 0; gy < H / P; ++gy)
+    for (int gx = 0; gx < W / P; ++gx)
+      for (int py = 0; py < P; ++py)
+        for (int px = 0; px < P; ++px)
+          for (int c = 0; c < C; ++c) {
+            const int token = gy * (W / P) + gx, feature = (py * P + px) * C + c;
+            CHECK(t[token * P * P * C + feature] == c * 100 + (gy * P + py) * 10 + gx * P + px);
+          }
+  CHECK(unpatchify(tokens, P, C, H, W).to_vector<float>() == pixels);
+}
+
+TEST_CASE("forward: bicubic resize matches PyTorch's formula") {
+  // Direct, unfactored evaluation of PyTorch's bicubic (A = -0.75, half-pixel
+  // centres, border replicate) for comparison.
+  auto cubic = [](double t) {
+    const double A = -0.75;
+    t = std::abs(t);
+    if (t <= 1) return ((A + 2) * t - (A + 3)) * t * t + 1;
+    if (t < 2) return ((A * t - 5 * A) * t + 8 * A) * t - 4 * A;
+    return 0.0;
+  };
+  const int H = 5, W = 7, OH = 3, OW = 11;
+  const Tensor x = random_f32({1, 2, H, W}, 11);
+  const auto xv = x.to_vector<double>();
+  const auto y = bicubic_resize(x, OH, OW).to_vector<double>();
+  double worst = 0;
+  for (int c = 0; c < 2; ++c)
+    for (int oy = 0; oy < OH; ++oy)
+      for (int ox = 0; ox < OW; ++ox) {
+        const double sy = (oy + 0.5) * H / OH - 0.5, sx = (ox + 0.5) * W / OW - 0.5;
+        const int fy = static_cast<int>(std::floor(sy)), fx = static_cast<int>(std::floor(sx));
+        double acc = 0;
+        for (int i = fy - 1; i <= fy + 2; ++i)
+          for (int j = fx - 1; j <= fx + 2; ++j) {
+            const int ci = std::clamp(i, 0, H - 1), cj = std::clamp(j, 0, W - 1);
+            acc += cubic(sy - i) * cubic(sx - j) * xv[(c * H + ci) * W + cj];
+          }
+        worst = std::max(worst, std::abs(acc - y[(c * OH + oy) * OW + ox]));
+      }
+  CHECK(worst < 1e-5);
+  // Same size is the identity; a constant image stays constant.
+  CHECK(max_abs_diff(bicubic_resize(x, H, W), x) < 1e-6);
+  const Tensor ones = Tensor::ones({1, 1, 224, 224});
+  CHECK(max_abs_diff(bicubic_resize(ones, 14, 14), Tensor::ones({1, 1, 14, 14})) < 1e-5);
+}
+
+TEST_CASE("forward: dropout masks, scaling and determinism") {
+  const Tensor x = Tensor::ones({100000});
+  Generator g1(3), g2(3);
+  const auto a = dropout(x, 0.25, true, g1).to_vector<float>();
+  const auto b = dropout(x, 0.25, true, g2).to_vector<float>();
+  CHECK(a == b);
+  int zeros = 0;
+  for (float v : a) {
+    CHECK((v == 0.0f || std::abs(v - 1.0f / 0.75f) < 1e-6f));
+    zeros += v == 0.0f;
+  }
+  CHECK(zeros / 100000.0 == doctest::Approx(0.25).epsilon(0.03));
+  Generator g3(3);
+  CHECK(dropout(x, 0.25, false, g3).same(x));
+  // The next draw of a generator gives a different mask.
+  CHECK(dropout(x, 0.25, true, g1).to_vector<float>() != a);
+}
+
+TEST_CASE("forward: random numbers are seeded and well distributed") {
+  Generator a(42), b(42), c(43);
+  const Tensor u1 = rand({50000}, a, -2, 3), u2 = rand({50000}, b, -2, 3), u3 = rand({50000}, c, -2, 3);
+  CHECK(u1.to_vector<float>() == u2.to_vector<float>());
+  CHECK(u1.to_vector<float>() != u3.to_vector<float>());
+  CHECK(max(u1).item() < 3.0);
+  CHECK(neg(max(neg(u1))).item() >= -2.0);
+  CHECK(mean(u1).item() == doctest::Approx(0.5).epsilon(0.02));
+  const Tensor n = randn({200000}, a, 1.0, 2.0);
+  const double m = mean(n).item();
+  const double sd = std::sqrt(mean(square(n - m)).item());
+  CHECK(m == doctest::Approx(1.0).epsilon(0.02));
+  CHECK(sd == doctest::Approx(2.0).epsilon(0.02));
+  // Host draws: in range and reproducible.
+  Generator h1(9), h2(9);
+  for (int i = 0; i < 100; ++i) {
+    const int64_t r = h1.randint(7);
+    CHECK(r == h2.randint(7));
+    CHECK((r >= 0 && r < 7));
+  }
+}
+
+TEST_CASE("forward: one_hot") {
+  const Tensor labels = Tensor::from_vector<int64_t>({2, 0}, {2});
+  CHECK(one_hot(labels, 3).to_vector<float>() == std::vector<float>{0, 0, 1, 1, 0, 0});
+}

@@ -1,0 +1,180 @@
+// Modules, layers, AdamW and gradient clipping.
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "engine/nn/layers.h"
+#include "engine/optim/adamw.h"
+
+using namespace fg;
+
+namespace {
+
+struct Block : nn::Module {
+  explicit Block(Generator& gen) {
+    norm1 = register_module("norm1", std::make_shared<nn::LayerNorm>(4));
+    self_attn = register_module("self_attn", std::make_shared<nn::MultiheadAttention>(4, 2, 0.0, gen));
+    scale = Tensor::zeros({4});
+    register_parameter("gamma_2", &scale);
+    register_buffer("counter", &counter);
+  }
+  std::shared_ptr<nn::LayerNorm> norm1;
+  std::shared_ptr<nn::MultiheadAttention> self_attn;
+  Tensor scale;
+  Tensor counter = Tensor::zeros({1}, DType::Int64);
+};
+
+struct Net : nn::Module {
+  explicit Net(Generator& gen) {
+    layers = register_module("layers", std::make_shared<nn::ModuleList<Block>>());
+    layers->push_back(std::make_shared<Block>(gen));
+    layers->push_back(std::make_shared<Block>(gen));
+  }
+  std::shared_ptr<nn::ModuleList<Block>> layers;
+};
+
+}  // namespace
+
+TEST_CASE("modules: dotted parameter names and shapes as PyTorch's") {
+  Generator gen(1);
+  Net net(gen);
+  std::vector<std::string> names;
+  for (auto& [name, t] : net.named_parameters()) names.push_back(name);
+  const std::vector<std::string> expected = {
+      "layers.0.gamma_2", "layers.0.norm1.weight", "layers.0.norm1.bias",
+      "layers.0.self_attn.in_proj_weight", "layers.0.self_attn.in_proj_bias",
+      "layers.0.self_attn.out_proj.weight", "layers.0.self_attn.out_proj.bias",
+      "layers.1.gamma_2", "layers.1.norm1.weight", "layers.1.norm1.bias",
+      "layers.1.self_attn.in_proj_weight", "layers.1.self_attn.in_proj_bias",
+      "layers.1.self_attn.out_proj.weight", "layers.1.self_attn.out_proj.bias"};
+  CHECK(names == expected);
+  CHECK(net.named_buffers().size() == 2);
+  CHECK(net.layers->items()[0]->self_attn->in_proj_weight.shape() == Shape{12, 4});
+  for (const Tensor& p : net.parameters()) CHECK(p.requires_grad());
+  const StateDict sd = net.state_dict();
+  CHECK(sd.size() == 16);
+  CHECK(sd.contains("layers.1.counter"));
+}
+
+TEST_CASE("modules: train/eval propagates; zero_grad clears") {
+  Generator gen(2);
+  Net net(gen);
+  net.eval();
+  CHECK_FALSE(net.layers->items()[1]->self_attn->is_training());
+  net.train();
+  CHECK(net.layers->items()[1]->norm1->is_training());
+  Tensor& w = net.layers->items()[0]->norm1->weight;
+  sum(w).backward();
+  CHECK(w.grad().defined());
+  net.zero_grad();
+  CHECK_FALSE(w.grad().defined());
+}
+
+TEST_CASE("modules: load_state_dict reports every problem key by name") {
+  Generator gen(3);
+  Net a(gen), b(gen);
+  StateDict sd = a.state_dict();
+  b.load_state_dict(sd);
+  CHECK(max_abs_diff(b.layers->items()[0]->self_attn->in_proj_weight,
+                     a.layers->items()[0]->self_attn->in_proj_weight) == 0);
+  sd.erase("layers.0.gamma_2");
+  sd.insert("layers.9.extra", Tensor::zeros({1}));
+  sd.insert("layers.1.norm1.weight", Tensor::zeros({5}));
+  try {
+    b.load_state_dict(sd);
+    FAIL("strict load accepted a mismatching state dict");
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    CHECK(msg.find("layers.0.gamma_2") != std::string::npos);
+    CHECK(msg.find("layers.9.extra") != std::string::npos);
+    CHECK(msg.find("layers.1.norm1.weight: expected (4,), got (5,)") != std::string::npos);
+  }
+  const auto report = b.load_state_dict(sd, false);
+  CHECK(report.missing == std::vector<std::string>{"layers.0.gamma_2"});
+  CHECK(report.unexpected == std::vector<std::string>{"layers.9.extra"});
+  CHECK(report.mismatched.size() == 1);
+}
+
+TEST_CASE("layers: Linear and MultiheadAttention initialization bounds") {
+  Generator gen(4);
+  nn::Linear lin(300, 20, true, gen);
+  const double bound = 1 / std::sqrt(300.0);
+  CHECK(max(abs(lin.weight)).item() <= bound);
+  CHECK(max(abs(lin.weight)).item() > 0.9 * bound);
+  nn::MultiheadAttention mha(384, 6, 0.1, gen);
+  const double xavier = std::sqrt(6.0 / (384 + 1152));
+  CHECK(max(abs(mha.in_proj_weight)).item() <= xavier);
+  CHECK(max(abs(mha.in_proj_weight)).item() > 0.9 * xavier);
+  CHECK(max(abs(mha.in_proj_bias)).item() == 0);
+  CHECK(max(abs(mha.out_proj->bias)).item() == 0);
+}
+
+TEST_CASE("layers: MultiheadAttention equals its definition") {
+  Generator gen(5);
+  nn::MultiheadAttention mha(8, 2, 0.0, gen);
+  {
+    NoGradGuard g;
+    normal_(mha.in_proj_bias, gen, 0, 1);
+  }
+  const Tensor x = randn({2, 3, 8}, gen);
+  const Tensor out = mha.forward(x);
+  // Reference: per head h, softmax(q_h k_h^T / sqrt(4)) v_h, then out_proj.
+  const Tensor qkv = add(matmul(x, mha.in_proj_weight.transpose(0, 1)), mha.in_proj_bias);
+  std::vector<Tensor> heads;
+  for (int h = 0; h < 2; ++h) {
+    const Tensor q = qkv.slice(2, h * 4, h * 4 + 4), k = qkv.slice(2, 8 + h * 4, 8 + h * 4 + 4),
+                 v = qkv.slice(2, 16 + h * 4, 16 + h * 4 + 4);
+    heads.push_back(matmul(softmax(div(matmul(q, k.transpose(1, 2)), 2.0), -1), v));
+  }
+  const Tensor expected = linear(concat(heads, 2), mha.out_proj->weight, mha.out_proj->bias);
+  CHECK(max_abs_diff(out, expected) < 1e-5);
+  const Tensor cross = mha.forward(x, x, x);
+  CHECK(max_abs_diff(cross, expected) < 1e-5);
+}
+
+TEST_CASE("optim: one and two AdamW steps against hand-computed values") {
+  Tensor p = Tensor::from_vector<double>({1.0, -2.0}, {2});
+  p.set_requires_grad();
+  optim::AdamW opt({{{p}, 0.01}}, 0.1, 0.9, 0.999, 1e-8);
+  p.set_grad(Tensor::from_vector<double>({0.5, 0.0}, {2}));
+  opt.step();
+  // p = 1 * (1 - 0.1 * 0.01) = 0.999; m = 0.05; v = 0.00025;
+  // update = (0.1 / 0.1) * 0.05 / (sqrt(0.00025) / sqrt(0.001) + 1e-8) = 0.1 (to 1e-8)
+  const auto v1 = p.to_vector<double>();
+  CHECK(v1[0] == doctest::Approx(0.999 - 0.05 / (0.5 + 1e-8)).epsilon(1e-12));
+  CHECK(v1[1] == doctest::Approx(-2.0 * 0.999).epsilon(1e-12));  // decay only
+  p.set_grad(Tensor::from_vector<double>({-1.0, 0.0}, {2}));
+  opt.step();
+  // m = 0.9 * 0.05 - 0.1 = -0.055; v = 0.999 * 0.00025 + 0.001 = 0.00124975
+  // bias corrections 1 - 0.81 = 0.19 and 1 - 0.998001 = 0.001999
+  const double p1 = (0.999 - 0.05 / (0.5 + 1e-8)) * (1 - 0.001);
+  const double step = (0.1 / 0.19) * -0.055 / (std::sqrt(0.00124975) / std::sqrt(0.001999) + 1e-8);
+  CHECK(p.to_vector<double>()[0] == doctest::Approx(p1 - step).epsilon(1e-12));
+  CHECK(opt.states()[0].step == 2);
+}
+
+TEST_CASE("optim: parameters without gradients are left alone") {
+  Tensor p = Tensor::ones({2});
+  p.set_requires_grad();
+  optim::AdamW opt({{{p}, 0.05}}, 0.1);
+  opt.step();
+  CHECK(p.to_vector<float>() == std::vector<float>{1, 1});
+  CHECK(opt.states()[0].step == 0);
+}
+
+TEST_CASE("optim: gradient clipping on a known gradient") {
+  Tensor a = Tensor::zeros({2}), b = Tensor::zeros({1});
+  a.set_requires_grad();
+  b.set_requires_grad();
+  a.set_grad(Tensor::from_vector<float>({3, 0}, {2}));
+  b.set_grad(Tensor::from_vector<float>({4}, {1}));
+  const Tensor norm = optim::clip_grad_norm_({a, b}, 1.0);
+  CHECK(norm.item() == doctest::Approx(5.0));
+  const double coef = 1.0 / (5.0 + 1e-6);
+  CHECK(a.grad().to_vector<float>()[0] == doctest::Approx(3 * coef));
+  CHECK(b.grad().to_vector<float>()[0] == doctest::Approx(4 * coef));
+  // Below the threshold nothing changes, and the returned norm is the new one.
+  const Tensor norm2 = optim::clip_grad_norm_({a, b}, 10.0);
+  CHECK(norm2.item() == doctest::Approx(1.0).epsilon(1e-5));
+  CHECK(a.grad().to_vector<float>()[0] == doctest::Approx(3 * coef));
+}

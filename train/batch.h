@@ -1,0 +1,36 @@
+// What the training loop consumes: batches on the host, one epoch at a time,
+// in an order that depends only on (seed, epoch, rank, world size).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "engine/tensor.h"
+
+namespace fg::train {
+
+struct Batch {
+  Tensor images;      // (B, C, H, W) float32, normalized
+  Tensor labels;      // (B) int64
+  Tensor targets;     // (B, classes) float32 soft targets after mixup/cutmix, or undefined
+  Tensor masks;       // (B, 1, H, W) float32 foreground masks, or undefined
+  Tensor mask_valid;  // (B) bool: the sample has a usable mask, or undefined
+  int64_t size() const { return images.defined() ? images.size(0) : 0; }
+};
+
+class BatchSource {
+ public:
+  virtual ~BatchSource() = default;
+  // Batches per epoch on this rank.
+  virtual int64_t steps_per_epoch() const = 0;
+  // Samples in the underlying dataset (all ranks together).
+  virtual int64_t dataset_size() const = 0;
+  // Starts (or resumes) an epoch at batch index first_step.
+  virtual void start_epoch(int64_t epoch, int64_t first_step = 0) = 0;
+  // The next batch of the epoch; false at its end.
+  virtual bool next(Batch& batch) = 0;
+  // What went wrong during the epoch (unreadable files, missing masks), for the log; empty if nothing.
+  virtual std::string epoch_report() { return ""; }
+};
+
+}  // namespace fg::train
