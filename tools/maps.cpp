@@ -89,8 +89,8 @@ void usage() {
       "  --checkpoint FILE      fgmoe checkpoint, a state dict or {'model': ...} .pth from\n"
       "                         torch.save, or .safetensors (--weights is the same)\n"
       "  --images IMAGE ...     JPEG/PNG files (every argument up to the next option)\n"
-      "  --folder DIR           a dataset root (its val/ split is used), a split folder or any\n"
-      "                         folder of images (searched recursively)\n"
+      "  --folder DIR           a dataset root (its val/ split, else train/), a split folder or\n"
+      "                         any folder of images (searched recursively, *_mask/ skipped)\n"
       "  --max-images N         images taken from --folder, evenly spaced over the sorted\n"
       "                         list so that every class shows up (default 16)\n"
       "  --mask-folder DIR      masks (<stem>.pth or .png) under DIR, mirroring the image\n"
@@ -552,10 +552,13 @@ int main(int argc, char** argv) {
     if (!folder.empty()) {
       FG_CHECK(is_folder(folder), "no such folder: ", folder);
       fs::path split = folder, masks;
-      if (is_folder(fs::path(folder) / "val")) {
+      const char* root_split = is_folder(fs::path(folder) / "val")     ? "val"
+                               : is_folder(fs::path(folder) / "train") ? "train"
+                                                                       : nullptr;
+      if (root_split) {
         dataset_root = folder;
-        split = fs::path(folder) / "val";
-        masks = fs::path(folder) / "val_mask";
+        split = fs::path(folder) / root_split;
+        masks = fs::path(folder) / (std::string(root_split) + "_mask");
       } else {
         const fs::path dir = fs::path(folder).lexically_normal();
         const fs::path d = dir.filename().empty() ? dir.parent_path() : dir;
@@ -564,8 +567,12 @@ int main(int argc, char** argv) {
       }
       if (!mask_folder.empty()) masks = mask_folder;
       std::vector<fs::path> found;
-      for (const auto& e : fs::recursive_directory_iterator(split))
-        if (e.is_regular_file() && data::has_image_extension(e.path().filename().string())) found.push_back(e.path());
+      for (auto it = fs::recursive_directory_iterator(split); it != fs::recursive_directory_iterator(); ++it) {
+        const std::string name = it->path().filename().string();
+        const bool mask_dir = name.size() > 5 && name.compare(name.size() - 5, 5, "_mask") == 0;
+        if (it->is_directory() && mask_dir) it.disable_recursion_pending();  // masks are not images
+        else if (it->is_regular_file() && data::has_image_extension(name)) found.push_back(it->path());
+      }
       std::sort(found.begin(), found.end());
       FG_CHECK(!found.empty(), "no JPEG or PNG image in ", split.string());
       const size_t n = found.size(), take = std::min(n, static_cast<size_t>(max_images));
