@@ -102,7 +102,7 @@ SoftMoE::Output SoftMoE::forward(const Tensor& x) const {
   const Tensor slots = matmul(dispatch.transpose(1, 2), x);           // (b, n*p, d)
   const Tensor expert_out = experts->forward(slots.reshape({b, n, p, x.size(2)}));
   const Tensor y = matmul(combine, expert_out.reshape({b, n * p, expert_out.size(3)}));
-  return {y, dispatch.reshape({b, m, n, p})};
+  return {y, dispatch.reshape({b, m, n, p}), combine.reshape({b, m, n, p})};
 }
 
 // ---------------------------------------------------------------- encoder layer
@@ -140,6 +140,7 @@ EncoderLayer::Output EncoderLayer::forward(const Tensor& x_in) const {
     SoftMoE::Output moe = moe_ffn->forward(hidden);
     ffn_out = moe.y;
     out.dispatch = moe.dispatch;
+    out.combine = moe.combine;
   } else {
     ffn_out = dense_ffn->forward(hidden);
   }
@@ -202,7 +203,10 @@ SoftMoEViT::Output SoftMoEViT::forward(const Tensor& images, const Tensor& masks
     EncoderLayer::Output o = layer->forward(x);
     x = o.x;
     if (o.dispatch.defined()) {
-      if (return_dispatch) result.dispatch.push_back(o.dispatch);
+      if (return_dispatch) {
+        result.dispatch.push_back(o.dispatch);
+        result.combine.push_back(o.combine);
+      }
       if (layer->index == c.aux_layer && masks.defined()) {
         result.aux_details = foreground_guided_loss(o.dispatch, masks, mask_valid, c.aux_foreground);
         result.aux = result.aux_details.loss;

@@ -69,6 +69,7 @@ class SoftMoE : public nn::Module {
   struct Output {
     Tensor y;         // (b, m, out)
     Tensor dispatch;  // (b, m, n, p), softmax over m
+    Tensor combine;   // (b, m, n, p), softmax over (n, p)
   };
   Output forward(const Tensor& x) const;
   int64_t num_experts, slots_per_expert;
@@ -82,6 +83,7 @@ class EncoderLayer : public nn::Module {
   struct Output {
     Tensor x;
     Tensor dispatch;  // defined for Soft MoE layers
+    Tensor combine;   // defined for Soft MoE layers
   };
   Output forward(const Tensor& x) const;
   int64_t index;
@@ -118,6 +120,7 @@ class SoftMoEViT : public nn::Module {
     Tensor aux;                          // 0-d auxiliary loss, when masks were given and enabled
     ForegroundLoss aux_details;          // q and valid per sample
     std::vector<Tensor> dispatch;        // (b, m, n, p) per Soft MoE layer, when asked for
+    std::vector<Tensor> combine;         // (b, m, n, p) per Soft MoE layer, with dispatch
   };
   // images (b, C, H, W) normalized; masks (b, 1, H, W) or undefined; mask_valid (b) bool or undefined.
   Output forward(const Tensor& images, const Tensor& masks = Tensor(),

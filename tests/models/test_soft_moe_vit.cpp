@@ -121,6 +121,10 @@ TEST_CASE("model: forward outputs, dispatch weights and the auxiliary loss") {
   REQUIRE(out.dispatch.size() == 2);
   CHECK(out.dispatch[0].shape() == Shape{2, 16, 4, 2});
   for (double v : sum(out.dispatch[1], {1}).to_vector<double>()) CHECK(v == doctest::Approx(1.0).epsilon(1e-5));
+  // Combine weights come with them: a softmax over all slots of each token.
+  REQUIRE(out.combine.size() == 2);
+  CHECK(out.combine[1].shape() == Shape{2, 16, 4, 2});
+  for (double v : sum(out.combine[1], {2, 3}).to_vector<double>()) CHECK(v == doctest::Approx(1.0).epsilon(1e-5));
   auto with_masks = model.forward(images, masks);
   REQUIRE(with_masks.aux.defined());
   CHECK(with_masks.aux.dim() == 0);
