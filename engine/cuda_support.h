@@ -45,7 +45,7 @@ class UploadFence {
   void wait() const;   // blocks the calling thread until ready
 
  private:
-  void* event_ = nullptr;  // cudaEvent_t
+  [[maybe_unused]] void* event_ = nullptr;  // cudaEvent_t (unused without CUDA)
 };
 
 // ---- the device ----

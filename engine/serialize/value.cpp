@@ -5,6 +5,8 @@
 
 namespace fg::serialize {
 
+Dict::Dict(bool ordered) : ordered_(ordered) {}
+
 namespace {
 
 // Python's repr of a str, close enough for messages: quotes and escapes.

@@ -32,7 +32,8 @@ std::string key_repr(const DictKey& key);
 // collections.OrderedDict (what state_dict() returns), which round-trips as one.
 class Dict {
  public:
-  explicit Dict(bool ordered = false) : ordered_(ordered) {}
+  // Defined out of line: Value is incomplete here.
+  explicit Dict(bool ordered = false);
 
   bool ordered() const { return ordered_; }
   void set_ordered(bool ordered) { ordered_ = ordered; }
