@@ -261,7 +261,7 @@ class TcpChannel : public HostChannel {
       close(fd);
       fd = -1;
       FG_CHECK(err != EADDRINUSE, "cannot listen on MASTER_PORT ", env_.master_port,
-               ": the port is in use (another run?); choose another MASTER_PORT");
+               ": the port is in use (another run?); choose another MASTER_PORT, or set FGMOE_MASTER_PORT");
     }
     fd = socket(AF_INET, SOCK_STREAM, 0);
     FG_CHECK(fd >= 0, "socket: ", errno_text(errno));
@@ -274,7 +274,7 @@ class TcpChannel : public HostChannel {
       const int err = errno;
       close(fd);
       FG_CHECK(false, "cannot listen on MASTER_PORT ", env_.master_port, ": ", errno_text(err),
-               err == EADDRINUSE ? " (another run?); choose another MASTER_PORT" : "");
+               err == EADDRINUSE ? " (another run?); choose another MASTER_PORT, or set FGMOE_MASTER_PORT" : "");
     }
     return fd;
   }

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -86,6 +87,11 @@ std::unique_ptr<Communicator> make_communicator(const Config& config) {
     env.local_rank = env_int("LOCAL_RANK", env.rank);
     env.master_addr = addr;
     env.master_port = env_int("MASTER_PORT", 0);
+    // torchrun's static rendezvous (its default with --master_addr/--master_port)
+    // keeps its own store listening on MASTER_PORT and says so: use the next port.
+    const char* agent_store = env_str("TORCHELASTIC_USE_AGENT_STORE");
+    if (env_str("FGMOE_MASTER_PORT")) env.master_port = env_int("FGMOE_MASTER_PORT", 0);
+    else if (agent_store && std::string(agent_store) == "True") env.master_port += 1;
     host = make_tcp_channel(env);
     local_rank = env.local_rank;
   }
@@ -229,23 +235,22 @@ int launch_local_processes(int n, int argc, char** argv) {
     pids[static_cast<size_t>(rank)] = -1;
     --running;
     const bool failed = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    if (failed && result == 0) {
-      result = exit_code(status);
-      if (result == 0) result = 1;
-      if (interrupted) {
-        // The ranks were asked to stop; their exit status is the answer.
-      } else if (running > 0 && !stopping) {
-        std::fprintf(stderr, "fgmoe-train: rank %d (pid %d) failed with %s; stopping the other ranks\n", rank,
-                     static_cast<int>(done), describe(status).c_str());
-        stopping = true;
-        stop_others(SIGTERM);
-        deadline = std::chrono::steady_clock::now() +
-                   std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                       std::chrono::duration<double>(kill_grace_seconds()));
-      } else {
-        std::fprintf(stderr, "fgmoe-train: rank %d (pid %d) failed with %s\n", rank, static_cast<int>(done),
-                     describe(status).c_str());
-      }
+    if (!failed || interrupted) {
+      // Interrupted: the ranks were asked to stop; their exit status is the answer.
+      if (failed && result == 0) result = exit_code(status);
+      continue;
+    }
+    if (result == 0) result = std::max(1, exit_code(status));
+    // Every failure is named: the first one reaped is not always the cause (a
+    // rank killed by a signal makes its peers fail too, possibly a moment earlier).
+    std::fprintf(stderr, "fgmoe-train: rank %d (pid %d) failed with %s%s\n", rank, static_cast<int>(done),
+                 describe(status).c_str(), running > 0 && !stopping ? "; stopping the other ranks" : "");
+    if (running > 0 && !stopping) {
+      stopping = true;
+      stop_others(SIGTERM);
+      deadline = std::chrono::steady_clock::now() +
+                 std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                     std::chrono::duration<double>(kill_grace_seconds()));
     }
   }
   return result;

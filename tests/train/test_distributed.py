@@ -157,6 +157,22 @@ def main():
         only_rank0 = [f for f in os.listdir(run_dir("tcp")) if f.endswith(".tmp")]
         check(not only_rank0, "no partial checkpoint files are left")
 
+        # ---- torchrun's static rendezvous keeps its store on MASTER_PORT: fgmoe uses the next port ----
+        with socket.socket() as store:
+            store.bind(("127.0.0.1", 0))
+            store.listen(4)
+            port = store.getsockname()[1]
+            procs = [subprocess.Popen(base + ["--tag", "agent_store"], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True,
+                                      env=dict(env, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+                                               MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                                               TORCHELASTIC_USE_AGENT_STORE="True", FGMOE_DIST_TIMEOUT="60"))
+                     for rank in range(2)]
+            codes = [p.wait(timeout=300) for p in procs]
+            errs = [p.stderr.read() for p in procs]
+        check(codes == [0, 0] and max_difference(final("tcp"), final("agent_store")) == 0.0,
+              "ranks started as torchrun's static rendezvous starts them train alike: " + " ".join(errs)[-300:])
+
         # ---- two ranks with mpirun ----
         if with_mpi:
             r = run([mpirun, "-np", "2"] + mpi_flags + base + ["--tag", "mpi"], env=mpi_env)
