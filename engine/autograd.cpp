@@ -1,5 +1,6 @@
 #include "engine/autograd.h"
 
+#include <algorithm>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -88,7 +89,6 @@ void accumulate_leaf(TensorImpl* leaf, Tensor grad) {
   } else {
     add_(leaf->grad, grad);
   }
-  if (g_grad_ready_hook) g_grad_ready_hook(leaf);
 }
 
 }  // namespace
@@ -100,6 +100,7 @@ void run_backward(const Tensor& root, const Tensor& gradient) {
   NoGradGuard no_grad;
   if (!root.grad_fn()) {
     accumulate_leaf(root.impl(), gradient);
+    if (g_grad_ready_hook) g_grad_ready_hook(root.impl());
     return;
   }
   // Reverse topological order by an iterative depth-first search.
@@ -128,13 +129,45 @@ void run_backward(const Tensor& root, const Tensor& gradient) {
   }
   keep_alive.push_back(root.grad_fn());
 
+  // A leaf's gradient is final after the last node with an edge to it has run:
+  // the grad-ready hook fires then, once per leaf that received a gradient.
+  std::unordered_map<TensorImpl*, Node*> last_user;
+  std::vector<std::vector<TensorImpl*>> final_leaves;
+  if (g_grad_ready_hook) {
+    for (auto it = order.rbegin(); it != order.rend(); ++it)
+      for (const auto& e : (*it)->edges())
+        if (e.leaf) last_user[e.leaf.get()] = *it;
+    std::unordered_map<Node*, size_t> position;
+    for (size_t k = 0; k < order.size(); ++k) position[order[order.size() - 1 - k]] = k;
+    final_leaves.resize(order.size());
+    for (const auto& [leaf, node] : last_user) final_leaves[position[node]].push_back(leaf);
+    // Deterministic order within a node: its edge order.
+    for (size_t k = 0; k < order.size(); ++k) {
+      auto& leaves = final_leaves[k];
+      if (leaves.size() < 2) continue;
+      std::vector<TensorImpl*> sorted;
+      for (const auto& e : order[order.size() - 1 - k]->edges())
+        for (TensorImpl* l : leaves)
+          if (e.leaf.get() == l && std::find(sorted.begin(), sorted.end(), l) == sorted.end()) sorted.push_back(l);
+      leaves = std::move(sorted);
+    }
+  }
+  std::unordered_set<TensorImpl*> received;
+  auto fire_final = [&](size_t k) {
+    if (!g_grad_ready_hook) return;
+    for (TensorImpl* leaf : final_leaves[k])
+      if (received.count(leaf)) g_grad_ready_hook(leaf);
+  };
+
   std::unordered_map<Node*, Tensor> pending;
   pending[root.grad_fn().get()] = gradient;
-  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+  size_t step = 0;
+  for (auto it = order.rbegin(); it != order.rend(); ++it, ++step) {
     Node* node = *it;
     auto found = pending.find(node);
     if (found == pending.end()) {
       node->release();
+      fire_final(step);
       continue;
     }
     Tensor grad_output = std::move(found->second);
@@ -150,8 +183,10 @@ void run_backward(const Tensor& root, const Tensor& gradient) {
         slot = slot.defined() ? add(slot, grads[i]) : grads[i];
       } else if (edges[i].leaf) {
         accumulate_leaf(edges[i].leaf.get(), grads[i]);
+        if (g_grad_ready_hook) received.insert(edges[i].leaf.get());
       }
     }
+    fire_final(step);
   }
 }
 

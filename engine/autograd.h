@@ -92,8 +92,9 @@ Tensor record(const char* name, Tensor output, const std::vector<Tensor>& inputs
 // Runs a backward pass from root with the given gradient (see Tensor::backward).
 void run_backward(const Tensor& root, const Tensor& gradient);
 
-// Called after a leaf's gradient has been accumulated during backward; used to
-// start gradient communication while the rest of the backward runs.
+// Called during backward once a leaf's gradient is final for that backward (after
+// the last node feeding it has run), once per leaf that received a gradient;
+// used to start gradient communication while the rest of the backward runs.
 using GradReadyHook = std::function<void(TensorImpl* leaf)>;
 void set_grad_ready_hook(GradReadyHook hook);
 

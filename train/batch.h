@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "engine/tensor.h"
 
@@ -29,8 +30,15 @@ class BatchSource {
   virtual void start_epoch(int64_t epoch, int64_t first_step = 0) = 0;
   // The next batch of the epoch; false at its end.
   virtual bool next(Batch& batch) = 0;
-  // What went wrong during the epoch (unreadable files, missing masks), for the log; empty if nothing.
-  virtual std::string epoch_report() { return ""; }
+  // What went wrong during the epoch on this rank (unreadable files, missing
+  // masks) as counts; the trainer sums them over the ranks.
+  virtual std::vector<double> epoch_counts() { return {}; }
+  // Those counts (summed over the ranks) in words, for the log; empty if nothing went wrong.
+  virtual std::string epoch_report(int64_t epoch, const std::vector<double>& counts) {
+    (void)epoch;
+    (void)counts;
+    return "";
+  }
 };
 
 }  // namespace fg::train

@@ -24,12 +24,16 @@ class LoaderSource : public BatchSource {
     batch.mask_valid = b->mask_valid;
     return true;
   }
-  std::string epoch_report() override {
+  std::vector<double> epoch_counts() override {
     const data::EpochStats s = loader_->stats();
-    if (s.corrupt_images == 0 && s.unreadable_masks == 0 && s.missing_masks == 0) return "";
-    return "epoch " + std::to_string(s.epoch) + " data: " + std::to_string(s.corrupt_images) +
-           " unreadable images and " + std::to_string(s.unreadable_masks) +
-           " unreadable masks replaced by other samples; " + std::to_string(s.missing_masks) +
+    return {static_cast<double>(s.corrupt_images), static_cast<double>(s.unreadable_masks),
+            static_cast<double>(s.missing_masks)};
+  }
+  std::string epoch_report(int64_t epoch, const std::vector<double>& counts) override {
+    if (counts.size() != 3 || (counts[0] == 0 && counts[1] == 0 && counts[2] == 0)) return "";
+    auto n = [](double v) { return std::to_string(static_cast<int64_t>(v)); };
+    return "epoch " + std::to_string(epoch) + " data: " + n(counts[0]) + " unreadable images and " + n(counts[1]) +
+           " unreadable masks replaced by other samples; " + n(counts[2]) +
            " images without a mask trained without the foreground term";
   }
 

@@ -1,6 +1,7 @@
 // fgmoe-train: the standalone trainer. Flags follow the reference trainer's.
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <string>
@@ -37,6 +38,7 @@ void print_help() {
       "  --device cpu|cuda        where to train (default: cuda when present)\n"
       "  --precision fp32|bf16    arithmetic (bf16: mixed precision on CUDA)\n"
       "  --nproc-per-node N       start N local processes (data parallel), like torchrun\n"
+      "                           (also: mpirun -np N, torchrun --no-python; see docs/distributed.md)\n"
       "  --print-config           print the effective config and exit\n"
       "  -h, --help               this help\n"
       "\n"
@@ -45,6 +47,7 @@ void print_help() {
   Config c;
   for (const auto& [key, doc] : config_key_docs())
     std::printf("  %-36s %-28s %s\n", key.c_str(), c.get(key).dump().c_str(), doc.c_str());
+  std::printf("\ndistributed support: %s\n", distributed_support().c_str());
   std::printf(
       "\nSIGINT/SIGTERM stop at the next step boundary and write ckpt_interrupted.pth; running\n"
       "the same command again resumes from the newest checkpoint in the output folder.\n");
@@ -137,16 +140,26 @@ int main(int argc, char** argv) {
       std::cout << config.dump() << std::endl;
       return 0;
     }
+    // The rendezvous comes first: a signal during it ends the process at once.
+    std::unique_ptr<Communicator> comm = make_communicator(config);
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
-
-    std::unique_ptr<Communicator> comm = make_communicator(config);
     const bool eval_only = config.flag("EVAL_MODE") || config.flag("THROUGHPUT_MODE");
     auto sources = make_data_sources(config, *comm, !eval_only);
     Trainer trainer(config, *comm, std::move(sources.train), std::move(sources.val));
     return trainer.run();
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "fgmoe-train: error: %s\n", e.what());
+    // In a multi-process run, say which process failed.
+    const char* world = std::getenv("WORLD_SIZE");
+    const char* rank = std::getenv("RANK");
+    if (!world) {
+      world = std::getenv("OMPI_COMM_WORLD_SIZE");
+      rank = std::getenv("OMPI_COMM_WORLD_RANK");
+    }
+    if (world && rank && std::atoi(world) > 1)
+      std::fprintf(stderr, "fgmoe-train: error (rank %s): %s\n", rank, e.what());
+    else
+      std::fprintf(stderr, "fgmoe-train: error: %s\n", e.what());
     return 1;
   }
 }

@@ -122,6 +122,12 @@ Trainer::Trainer(Config config, Communicator& comm, std::unique_ptr<BatchSource>
   log_.info("number of params: " + std::to_string(model_->parameter_count()));
   log_.info("number of GFLOPs: " + fmt("%.3f", model_->forward_flops_per_image() / 1e9));
   setup_optimizer();
+  if (comm_.world_size() > 1) {
+    averager_ = std::make_unique<GradientAverager>(comm_, model_->parameters());
+    log_.info("gradients averaged over " + std::to_string(comm_.world_size()) + " processes in " +
+              std::to_string(averager_->bucket_count()) + " bucket(s)" +
+              (comm_.overlaps_compute() ? ", overlapped with the backward pass" : ""));
+  }
 }
 
 void Trainer::setup_optimizer() {
@@ -175,7 +181,11 @@ void Trainer::resume_if_asked() {
       state_.next_step = 0;
       state_.epoch_finished = false;
     }
-    if (loaded.has_fgmoe_state) model_->dropout_generator().set_state(state_.dropout_seed, state_.dropout_offset);
+    // The checkpoint holds rank 0's dropout stream; rank r's seed is rank 0's + r
+    // (as at the start) and every rank has drawn the same number of masks.
+    if (loaded.has_fgmoe_state)
+      model_->dropout_generator().set_state(state_.dropout_seed + static_cast<uint64_t>(comm_.rank()),
+                                            state_.dropout_offset);
     log_.info("resumed at epoch " + std::to_string(state_.epoch) + ", step " + std::to_string(state_.next_step) +
               (loaded.has_optimizer ? "" : " (no optimizer state in the checkpoint)"));
     return;
@@ -190,13 +200,24 @@ void Trainer::resume_if_asked() {
 }
 
 void Trainer::save(const std::string& name) {
-  if (!comm_.is_main()) return;
-  state_.dropout_seed = model_->dropout_generator().seed();
-  state_.dropout_offset = model_->dropout_generator().offset();
-  const std::string path = output_dir_ + "/" + name;
-  log_.info(path + " saving......");
-  save_checkpoint(path, *model_, *optimizer_, schedule_, state_, config_.json().dump());
-  log_.info(path + " saved !!!");
+  if (comm_.is_main()) {
+    state_.dropout_seed = model_->dropout_generator().seed();
+    state_.dropout_offset = model_->dropout_generator().offset();
+    const std::string path = output_dir_ + "/" + name;
+    log_.info(path + " saving......");
+    save_checkpoint(path, *model_, *optimizer_, schedule_, state_, config_.json().dump());
+    log_.info(path + " saved !!!");
+  }
+  // Every rank returns only once the file is complete, so a run that ends or is
+  // stopped right after never leaves a rank ahead of the checkpoint.
+  comm_.barrier();
+}
+
+bool Trainer::stop_agreed() {
+  if (comm_.world_size() <= 1) return stop_requested_.load();
+  // A signal may reach the ranks at different steps: stop when any rank was asked.
+  const std::vector<double> votes = comm_.all_reduce_sum(std::vector<double>{stop_requested_.load() ? 1.0 : 0.0});
+  return votes[0] > 0;
 }
 
 bool Trainer::train_one_epoch() {
@@ -222,7 +243,7 @@ bool Trainer::train_one_epoch() {
   Batch batch;
   for (int64_t idx = state_.next_step; idx < num_steps; ++idx) {
     // Stop only between optimizer updates, so no partly accumulated gradient is lost.
-    if (stop_requested_.load() && idx % accum == 0) {
+    if (idx % accum == 0 && stop_agreed()) {
       state_.next_step = idx;
       state_.epoch_finished = false;
       save("ckpt_interrupted.pth");
@@ -243,17 +264,15 @@ bool Trainer::train_one_epoch() {
     Tensor aux = out.aux.defined() ? out.aux : Tensor::scalar(0.0, loss.dtype(), loss.device());
     loss = add(loss, mul(aux, aux_weight));
     if (accum > 1) loss = div(loss, static_cast<double>(accum));
+    const bool last_micro_step = (idx + 1) % accum == 0;
+    if (last_micro_step && averager_) averager_->before_backward();
     loss.backward();
     const double loss_value = loss.item();
     const double aux_value = aux.item();
 
-    if ((idx + 1) % accum == 0) {
-      std::vector<Tensor> grads;
-      for (const Tensor& p : params)
-        if (p.grad().defined()) grads.push_back(p.grad());
-      comm_.all_reduce_sum(grads);
-      if (comm_.world_size() > 1)
-        for (const Tensor& g : grads) mul_(g, 1.0 / comm_.world_size());
+    if (last_micro_step) {
+      // The mean gradient over the ranks (buckets may already be on their way).
+      if (averager_) averager_->finish();
       const Tensor norm = clip > 0 ? optim::clip_grad_norm_(params, clip) : optim::grad_norm(params);
       const double norm_value = norm.item();
       const bool finite = std::isfinite(loss_value) && std::isfinite(norm_value);
@@ -303,9 +322,16 @@ bool Trainer::train_one_epoch() {
   const double epoch_time = now() - epoch_start;
   log_.info("EPOCH " + std::to_string(epoch) + " training takes " + format_duration(epoch_time) + " (" +
             fmt("%.1f", images * comm_.world_size() / std::max(epoch_time, 1e-9)) + " images/s)");
-  const std::string report = train_source_->epoch_report();
+  // Averages and data problems over all ranks (the log lines above are rank 0's own).
+  std::vector<double> sums = {loss_meter.sum, loss_meter.count, aux_meter.sum, aux_meter.count};
+  const std::vector<double> counts = train_source_->epoch_counts();
+  sums.insert(sums.end(), counts.begin(), counts.end());
+  sums = comm_.all_reduce_sum(sums);
+  const double loss_avg = sums[1] > 0 ? sums[0] / sums[1] : 0.0;
+  const double aux_avg = sums[3] > 0 ? sums[2] / sums[3] : 0.0;
+  const std::string report = train_source_->epoch_report(epoch, std::vector<double>(sums.begin() + 4, sums.end()));
   if (!report.empty()) log_.warn(report);
-  log_.metrics({{"kind", "train"}, {"epoch", epoch}, {"loss", loss_meter.avg()}, {"aux", aux_meter.avg()},
+  log_.metrics({{"kind", "train"}, {"epoch", epoch}, {"loss", loss_avg}, {"aux", aux_avg},
                 {"grad_norm", norm_meter.avg()}, {"lr", optimizer_->lr()}, {"updates", state_.updates},
                 {"epoch_seconds", epoch_time}, {"nonfinite_total", state_.nonfinite_total}});
   return true;

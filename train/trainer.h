@@ -16,6 +16,7 @@
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/distributed.h"
+#include "train/grad_sync.h"
 #include "train/logger.h"
 #include "train/schedule.h"
 
@@ -58,12 +59,15 @@ class Trainer {
   // Trains the rest of state_.epoch; false when stopped early.
   bool train_one_epoch();
   void save(const std::string& name);
+  // Whether any rank was asked to stop (a collective when world > 1).
+  bool stop_agreed();
   Device device_;
   Config config_;
   Communicator& comm_;
   std::unique_ptr<BatchSource> train_source_, val_source_;
   std::unique_ptr<models::SoftMoEViT> model_;
   std::unique_ptr<optim::AdamW> optimizer_;
+  std::unique_ptr<GradientAverager> averager_;  // world > 1 only
   CosineSchedule schedule_;
   TrainState state_;
   Logger log_;

@@ -93,3 +93,19 @@ TEST_CASE("autograd: the grad-ready hook sees every leaf once per backward") {
   set_grad_ready_hook(nullptr);
   CHECK(calls == 2);
 }
+
+TEST_CASE("autograd: the grad-ready hook fires once, when a reused leaf's gradient is final") {
+  Tensor a = Tensor::ones({2}, DType::Float64), b = Tensor::full({2}, 3.0, DType::Float64);
+  a.set_requires_grad();
+  b.set_requires_grad();
+  std::vector<std::pair<TensorImpl*, double>> seen;
+  set_grad_ready_hook([&](TensorImpl* leaf) { seen.emplace_back(leaf, leaf->grad.to_vector<double>()[0]); });
+  // a feeds two nodes far apart in the graph: d(sum(a*b + a))/da = b + 1 = 4.
+  sum(add(mul(a, b), a)).backward();
+  set_grad_ready_hook(nullptr);
+  REQUIRE(seen.size() == 2);
+  for (const auto& [leaf, value] : seen) {
+    if (leaf == a.impl()) CHECK(value == 4.0);
+    else CHECK(value == 1.0);
+  }
+}
