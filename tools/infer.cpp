@@ -101,18 +101,9 @@ int main(int argc, char** argv) {
       else inputs.push_back(a);
     }
     FG_CHECK(!weights.empty(), "--weights FILE is required (see --help)");
-    FG_CHECK(cfg_file.empty() != preset.empty(), "give either --cfg FILE.json or --model PRESET (see --help)");
     FG_CHECK(!inputs.empty() || !input_tensor.empty(), "nothing to classify: give images, folders or --input-tensor");
 
-    train::Config config;
-    if (!cfg_file.empty()) {
-      config.merge_file(cfg_file);
-    } else {
-      FG_CHECK(num_classes > 0, "--model needs --num-classes N");
-      config.set("MODEL.TYPE", preset);
-      config.set("MODEL.NUM_CLASSES", num_classes);
-      config.set("DATA.IMG_SIZE", image_size);
-    }
+    const train::Config config = train::Config::for_model(cfg_file, preset, num_classes, image_size);
     const models::ModelConfig mc = config.model_config();
     models::SoftMoEViT model(mc);
     const auto report = train::load_weights(weights, model, true);

@@ -517,22 +517,13 @@ int main(int argc, char** argv) {
       else images.push_back(a);
     }
     FG_CHECK(!weights.empty(), "--checkpoint FILE is required (see --help)");
-    FG_CHECK(cfg_file.empty() != preset.empty(), "give either --cfg FILE.json or --model PRESET (see --help)");
     FG_CHECK(!images.empty() || !folder.empty(), "nothing to draw: give --images FILE ... or --folder DIR");
     FG_CHECK(images.empty() || folder.empty(), "give either --images or --folder, not both");
     FG_CHECK(!out_dir.empty(), "--out DIR is required (see --help)");
     FG_CHECK(fs::exists(weights), "checkpoint not found: ", weights);
     if (!mask_folder.empty()) FG_CHECK(is_folder(mask_folder), "mask folder not found: ", mask_folder);
 
-    train::Config config;
-    if (!cfg_file.empty()) {
-      config.merge_file(cfg_file);
-    } else {
-      FG_CHECK(num_classes > 0, "--model needs --num-classes N");
-      config.set("MODEL.TYPE", preset);
-      config.set("MODEL.NUM_CLASSES", num_classes);
-      config.set("DATA.IMG_SIZE", image_size);
-    }
+    const train::Config config = train::Config::for_model(cfg_file, preset, num_classes, image_size);
     const models::ModelConfig mc = config.model_config();
     FG_CHECK(mc.moe_layers > 0, "the model has no Soft MoE layer: there is no routing to draw");
     models::SoftMoEViT model(mc);

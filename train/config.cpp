@@ -278,4 +278,20 @@ void Config::validate() const {
   model_config().validate();
 }
 
+
+Config Config::for_model(const std::string& cfg_file, const std::string& preset, int64_t num_classes,
+                         int64_t image_size) {
+  FG_CHECK(cfg_file.empty() != preset.empty(), "give either --cfg FILE.json or --model PRESET (see --help)");
+  Config config;
+  if (!cfg_file.empty()) {
+    config.merge_file(cfg_file);
+  } else {
+    FG_CHECK(num_classes > 0, "--model needs --num-classes N");
+    config.set("MODEL.TYPE", preset);
+    config.set("MODEL.NUM_CLASSES", num_classes);
+    config.set("DATA.IMG_SIZE", image_size);
+  }
+  return config;
+}
+
 }  // namespace fg::train

@@ -25,6 +25,10 @@ class Config {
   Config() : root_(default_config()) {}
   // Merges a JSON file (keys must exist in the defaults). `source` names it in errors.
   void merge_file(const std::string& path);
+  // The config of a command-line tool's model: the trainer config file when
+  // given, else the preset with its class count and image size.
+  static Config for_model(const std::string& cfg_file, const std::string& preset, int64_t num_classes,
+                          int64_t image_size);
   void merge_json(const Json& patch, const std::string& source);
   // Sets KEY (dotted, e.g. TRAIN.BASE_LR) from its text form, parsed as the key's type.
   void set_from_string(const std::string& key, const std::string& value);
