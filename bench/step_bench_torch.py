@@ -7,7 +7,7 @@ one JSON object:
   {"ok": true, "variant": "eager", "torch_version": ..., "times": [seconds per
    timed step], "phases": {"forward": [...], ...} (with --breakdown),
    "peak_memory_bytes": ... (CUDA: torch.cuda.max_memory_allocated over the
-   timed steps), "max_rss_bytes": ... (the process's peak resident set),
+   timed steps), "max_rss_bytes": ... (the process's peak resident set, VmHWM),
    "notes": [...]}
 or {"ok": false, "variant": ..., "unavailable": "why"} when the variant cannot
 run here (e.g. torch.compile before torch 2.0). Errors go to standard error
@@ -35,6 +35,19 @@ def preset(name, classes, image_size):
     elif name != "soft_moe_32":
         raise SystemExit(f"step_bench_torch.py: unknown model {name}")
     return cfg
+
+
+def max_rss_bytes():
+    # VmHWM is this program's own peak; ru_maxrss also keeps the peak of the
+    # process that exec replaced (here fgmoe-bench, through popen's shell).
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def emit(obj):
@@ -129,7 +142,7 @@ def main():
                 phases["optimizer"].append(t3 - t2)
     out = {"ok": True, "variant": a.variant, "torch_version": torch.__version__, "device": dev.type,
            "precision": a.precision, "threads": torch.get_num_threads(), "times": times,
-           "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "notes": notes}
+           "max_rss_bytes": max_rss_bytes(), "notes": notes}
     if a.breakdown:
         out["phases"] = phases
     if dev.type == "cuda":

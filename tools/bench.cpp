@@ -278,7 +278,15 @@ std::vector<double> load_average() {
   return {load[0], load[1], load[2]};
 }
 
+// The process's peak resident set. VmHWM belongs to this program's address
+// space; getrusage's ru_maxrss also keeps the peak of whatever process was
+// replaced by exec (e.g. a Python test driver that forked this tool), so it is
+// only the fallback.
 double max_rss_bytes() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::strtod(line.c_str() + 6, nullptr) * 1024.0;  // kB
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<double>(usage.ru_maxrss) * 1024.0;  // kilobytes on Linux
