@@ -71,7 +71,9 @@ run:
                         between phases, which costs a little
   --peak-tflops X       peak rate for the utilization figure. Default on CUDA, as an
                         assumption stated in the output: the H100 SXM's dense peak,
-                        989 (bf16), 494 (fp32 with TF32) or 67 (fp32). None on the CPU.
+                        989 (bf16), 494 (fp32 with TF32) or 67 (fp32). None on the CPU
+                        (GFLOP/s is printed there). E.g. --peak-tflops 790 for the
+                        H200's measured dense bf16 rate.
 
 data:
   --data-path DIR       feed the steps through the data loader from DIR/train (and

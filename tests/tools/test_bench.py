@@ -116,7 +116,8 @@ def main():
                     check_side(j, "pytorch_compiled", 2)
                     check("compiled" in j["ratios"], "compiled ratio missing")
                 else:
-                    check("torch.compile not available in torch" in compiled.get("reason", ""),
+                    reason = compiled.get("reason", "")
+                    check("torch.compile not available in torch" in reason or "torch.compile failed" in reason,
                           f"compiled peer neither ran nor said why: {compiled}")
     if failures:
         print("FAILED:\n  " + "\n  ".join(failures))
