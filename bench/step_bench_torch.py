@@ -1,15 +1,28 @@
 """The PyTorch peer of fgmoe-bench: the reference Soft MoE ViT (tests/models/
-reference_model.py), full training steps with the auxiliary loss, gradient
-clipping and AdamW. Prints 'median min max' step times in seconds."""
+reference_model.py), whole training steps with the auxiliary loss, gradient
+clipping and AdamW on synthetic batches, eager or under torch.compile.
+
+fgmoe-bench runs this script and reads the last line of its standard output,
+one JSON object:
+  {"ok": true, "variant": "eager", "torch_version": ..., "times": [seconds per
+   timed step], "phases": {"forward": [...], ...} (with --breakdown),
+   "peak_memory_bytes": ... (CUDA: torch.cuda.max_memory_allocated over the
+   timed steps), "max_rss_bytes": ... (the process's peak resident set, VmHWM),
+   "notes": [...]}
+or {"ok": false, "variant": ..., "unavailable": "why"} when the variant cannot
+run here (torch.compile before torch 2.0, or torch.compile failing on the
+model; its traceback then goes to standard error). Errors go to standard error
+with a non-zero exit status."""
 import argparse
+import contextlib
+import json
 import os
+import resource
 import sys
 import time
-
-import torch
+import traceback
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "models"))
-from reference_model import ReferenceSoftMoEViT  # noqa: E402
 
 
 def preset(name, classes, image_size):
@@ -21,46 +34,137 @@ def preset(name, classes, image_size):
         cfg["num_experts"] = 128
     elif name == "vit":
         cfg.update(moe_layers=0, layer_scale_layers=[], aux_layer=-1)
+    elif name != "soft_moe_32":
+        raise SystemExit(f"step_bench_torch.py: unknown model {name}")
     return cfg
 
 
+def max_rss_bytes():
+    # VmHWM is this program's own peak; ru_maxrss also keeps the peak of the
+    # process that exec replaced (here fgmoe-bench, through popen's shell).
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def emit(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="soft_moe_32")
+    ap.add_argument("--config", default="", help="the reference model's cfg dict as JSON (overrides --model)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--no-tf32", action="store_true", help="CUDA fp32: keep float32 matmuls off TF32")
+    ap.add_argument("--variant", default="eager", choices=["eager", "compiled"])
+    ap.add_argument("--breakdown", action="store_true", help="time forward, backward and optimizer apart")
     for name, default in [("batch", 8), ("image-size", 224), ("classes", 1000), ("warmup", 2),
-                          ("steps", 5), ("threads", 2)]:
+                          ("steps", 5), ("threads", 2), ("seed", 0)]:
         ap.add_argument("--" + name, type=int, default=default)
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(0)
+
+    import torch
+    from reference_model import ReferenceSoftMoEViT
+
+    notes = []
+    if a.variant == "compiled" and not hasattr(torch, "compile"):
+        emit({"ok": False, "variant": a.variant, "torch_version": torch.__version__,
+              "unavailable": f"torch.compile not available in torch {torch.__version__}"})
+        return
     dev = torch.device(a.device)
-    model = ReferenceSoftMoEViT(preset(a.model, a.classes, a.image_size)).to(dev).train()
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("step_bench_torch.py: this PyTorch sees no CUDA device")
+    if a.precision == "bf16" and dev.type != "cuda":
+        raise SystemExit("step_bench_torch.py: bf16 is measured on CUDA only")
+    if dev.type == "cuda":
+        tf32 = a.precision == "fp32" and not a.no_tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+
+    cfg = json.loads(a.config) if a.config else preset(a.model, a.classes, a.image_size)
+    model = ReferenceSoftMoEViT(cfg).to(dev).train()
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and not n.endswith(".bias")]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1 or n.endswith(".bias")]
     opt = torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=1e-4, weight_decay=0.05)
-    images = torch.randn(a.batch, 3, a.image_size, a.image_size, device=dev)
-    masks = (torch.rand(a.batch, 1, a.image_size, a.image_size, device=dev) > 0.5).float()
-    targets = torch.randn(a.batch, a.classes, device=dev).softmax(-1)
-    times = []
-    for it in range(a.warmup + a.steps):
-        t0 = time.perf_counter()
-        logits, aux = model(images, masks)
-        loss = torch.sum(-targets * torch.log_softmax(logits, dim=-1), dim=-1).mean()
-        if aux is not None:
-            loss = loss + 0.01 * aux
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    run = torch.compile(model) if a.variant == "compiled" else model
+    size = cfg["image_size"]
+    images = torch.randn(a.batch, cfg["num_channels"], size, size, device=dev)
+    masks = (torch.rand(a.batch, 1, size, size, device=dev) > 0.5).float()
+    targets = torch.randn(a.batch, cfg["num_classes"], device=dev).softmax(-1)
+
+    def autocast():
+        if a.precision == "bf16":
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def sync():
         if dev.type == "cuda":
             torch.cuda.synchronize()
-        t1 = time.perf_counter()
-        if it >= a.warmup:
-            times.append(t1 - t0)
-    times.sort()
-    print(times[len(times) // 2], times[0], times[-1])
+
+    times = []
+    phases = {"forward": [], "backward": [], "optimizer": []}
+
+    def steps():
+        for it in range(a.warmup + a.steps):
+            if it == a.warmup and dev.type == "cuda":
+                sync()
+                torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            with autocast():
+                logits, aux = run(images, masks)
+                loss = torch.sum(-targets * torch.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+                if aux is not None:
+                    loss = loss + 0.01 * aux
+            if a.breakdown:
+                sync()
+            t1 = time.perf_counter()
+            loss.backward()
+            if a.breakdown:
+                sync()
+            t2 = time.perf_counter()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            sync()
+            t3 = time.perf_counter()
+            if it >= a.warmup:
+                times.append(t3 - t0)
+                if a.breakdown:
+                    phases["forward"].append(t1 - t0)
+                    phases["backward"].append(t2 - t1)
+                    phases["optimizer"].append(t3 - t2)
+
+    try:
+        steps()
+    except Exception as e:  # noqa: BLE001
+        if a.variant != "compiled":
+            raise
+        # torch.compile exists but cannot handle the model here: say why and let the tool go on.
+        traceback.print_exc()
+        first_line = (str(e).strip().splitlines() or [""])[0][:200]
+        emit({"ok": False, "variant": a.variant, "torch_version": torch.__version__,
+              "unavailable": f"torch.compile failed in torch {torch.__version__}: {type(e).__name__}: {first_line}"})
+        return
+    out = {"ok": True, "variant": a.variant, "torch_version": torch.__version__, "device": dev.type,
+           "precision": a.precision, "threads": torch.get_num_threads(), "times": times,
+           "max_rss_bytes": max_rss_bytes(), "notes": notes}
+    if a.breakdown:
+        out["phases"] = phases
+    if dev.type == "cuda":
+        out["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
+        out["tf32"] = torch.backends.cuda.matmul.allow_tf32
+    emit(out)
 
 
 if __name__ == "__main__":

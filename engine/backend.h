@@ -94,6 +94,11 @@ class Backend {
   virtual void copy_to_host(void* dst, const void* src, size_t nbytes) = 0;
   // Waits for queued work on this device (no-op on the CPU).
   virtual void synchronize() {}
+  // Bytes held by live tensors on this device (as rounded by the allocator), and
+  // the most held at once since start or the last reset_peak().
+  virtual size_t allocated_bytes() const { return 0; }
+  virtual size_t peak_bytes() const { return 0; }
+  virtual void reset_peak() {}
 
   // ---- elementwise (see conventions above) ----
   // dst = src with dtype conversion; src and dst have the same shape.

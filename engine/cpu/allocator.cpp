@@ -2,6 +2,8 @@
 // the same large activations every iteration; going to the system each time
 // costs an mmap, page faults and zeroing per block. Blocks are rounded to a
 // size class and kept on free lists instead; small blocks use malloc directly.
+// Live bytes (after rounding) and their peak are counted for every block.
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -39,10 +41,21 @@ Cache& cache() {
   return *c;
 }
 
+std::atomic<size_t> g_allocated{0};
+std::atomic<size_t> g_peak{0};
+
+void count_allocation(size_t size) {
+  const size_t now = g_allocated.fetch_add(size, std::memory_order_relaxed) + size;
+  size_t peak = g_peak.load(std::memory_order_relaxed);
+  while (now > peak && !g_peak.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+  }
+}
+
 }  // namespace
 
 void* CpuBackend::allocate(size_t nbytes) {
   const size_t size = size_class(std::max<size_t>(nbytes, 1));
+  count_allocation(size);
   if (size > kSmallBlock) {
     Cache& c = cache();
     std::lock_guard<std::mutex> lock(c.mutex);
@@ -55,6 +68,7 @@ void* CpuBackend::allocate(size_t nbytes) {
     }
   }
   void* ptr = std::aligned_alloc(kAlignment, size);
+  if (ptr == nullptr) g_allocated.fetch_sub(size, std::memory_order_relaxed);
   FG_CHECK(ptr != nullptr, "out of host memory allocating ", nbytes, " bytes");
   return ptr;
 }
@@ -62,6 +76,7 @@ void* CpuBackend::allocate(size_t nbytes) {
 void CpuBackend::deallocate(void* ptr, size_t nbytes) {
   if (!ptr) return;
   const size_t size = size_class(std::max<size_t>(nbytes, 1));
+  g_allocated.fetch_sub(size, std::memory_order_relaxed);
   if (size > kSmallBlock) {
     Cache& c = cache();
     std::lock_guard<std::mutex> lock(c.mutex);
@@ -86,6 +101,10 @@ void release_cached_memory() {
   c.free_blocks.clear();
   c.cached = 0;
 }
+
+size_t CpuBackend::allocated_bytes() const { return g_allocated.load(std::memory_order_relaxed); }
+size_t CpuBackend::peak_bytes() const { return g_peak.load(std::memory_order_relaxed); }
+void CpuBackend::reset_peak() { g_peak.store(g_allocated.load(std::memory_order_relaxed), std::memory_order_relaxed); }
 
 void CpuBackend::copy_from_host(void* dst, const void* src, size_t nbytes) {
   std::memcpy(dst, src, nbytes);

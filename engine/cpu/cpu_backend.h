@@ -12,6 +12,9 @@ class CpuBackend final : public Backend {
   void deallocate(void* ptr, size_t nbytes) override;
   void copy_from_host(void* dst, const void* src, size_t nbytes) override;
   void copy_to_host(void* dst, const void* src, size_t nbytes) override;
+  size_t allocated_bytes() const override;
+  size_t peak_bytes() const override;
+  void reset_peak() override;
 
   void copy(const Tensor& src, const Tensor& dst) override;
   void fill(const Tensor& dst, double value) override;

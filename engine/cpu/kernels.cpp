@@ -127,34 +127,59 @@ void blas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int
   cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
+// A batch of GEMMs runs one GEMM per thread (OpenBLAS single-threaded inside
+// the parallel region) when the batch divides well among the threads: one
+// parallel region instead of one per matrix. Attention's per-head products and
+// the Soft MoE experts are many small GEMMs, where BLAS's own threading pays a
+// fork and join per matrix (and, on a loaded machine, a descheduled thread
+// stalls every one of them). Only with the OpenMP build of OpenBLAS, which runs
+// single-threaded when called inside a parallel region; and only when the
+// outputs do not overlap.
+bool split_gemm_batch(const GemmArgs& g) {
+  const int64_t batch = g.batch;
+  if (batch < 2 || omp_in_parallel() || g.stride_c < g.m * g.ldc) return false;
+  static const bool openmp_blas = openblas_get_parallel() == 2;
+  const int64_t threads = omp_get_max_threads();
+  return openmp_blas && threads > 1 && (batch >= 2 * threads || batch % threads == 0);
+}
+
+template <class F>
+void for_each_gemm(int64_t batch, bool split, F one) {
+  if (split) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < batch; ++i) one(i);
+  } else {
+    for (int64_t i = 0; i < batch; ++i) one(i);
+  }
+}
+
 }  // namespace
 
 void CpuBackend::gemm(const GemmArgs& g) {
   const CBLAS_TRANSPOSE ta = g.trans_a ? CblasTrans : CblasNoTrans;
   const CBLAS_TRANSPOSE tb = g.trans_b ? CblasTrans : CblasNoTrans;
+  FG_CHECK(!g.bias || g.beta == 0.0, "gemm: a bias with beta != 0 is not supported");
   FG_DISPATCH_FLOAT(g.dtype, "matmul", [&] {
     const scalar_t* a = static_cast<const scalar_t*>(g.a);
     const scalar_t* b = static_cast<const scalar_t*>(g.b);
     scalar_t* c = static_cast<scalar_t*>(g.c);
     const scalar_t* bias = static_cast<const scalar_t*>(g.bias);
-    for (int64_t i = 0; i < g.batch; ++i) {
+    auto one = [&](int64_t i) {
       scalar_t* ci = c + i * g.stride_c;
       double beta = g.beta;
-      if (bias && beta == 0.0) {
+      if (bias) {
         // Start from the bias rows so the GEMM accumulates onto them.
         for (int64_t row = 0; row < g.m; ++row)
           std::memcpy(ci + row * g.ldc, bias, static_cast<size_t>(g.n) * sizeof(scalar_t));
         beta = 1.0;
-      } else if (bias) {
-        FG_CHECK(false, "gemm: a bias with beta != 0 is not supported");
       }
-      if (g.m == 0 || g.n == 0) continue;
+      if (g.m == 0 || g.n == 0) return;
       if (g.k == 0) {
         if (beta == 0.0) {
           for (int64_t row = 0; row < g.m; ++row)
             std::memset(ci + row * g.ldc, 0, static_cast<size_t>(g.n) * sizeof(scalar_t));
         }
-        continue;
+        return;
       }
       blas_gemm(ta, tb, g.m, g.n, g.k, g.alpha, a + i * g.stride_a, g.lda, b + i * g.stride_b,
                 g.ldb, beta, ci, g.ldc);
@@ -165,7 +190,8 @@ void CpuBackend::gemm(const GemmArgs& g) {
             v = v > scalar_t(0) ? v : scalar_t(0);
           }
       }
-    }
+    };
+    for_each_gemm(g.batch, split_gemm_batch(g), one);
   });
 }
 

@@ -9,6 +9,7 @@
 
 #include "engine/cuda/context.h"
 #include "engine/cuda/kernels.h"
+#include "engine/cuda_support.h"
 
 namespace fg {
 
@@ -40,6 +41,9 @@ class CudaBackend final : public Backend {
     FG_CUDA_CHECK(cudaStreamSynchronize(cuda::stream()));
   }
   void synchronize() override { FG_CUDA_CHECK(cudaStreamSynchronize(cuda::stream())); }
+  size_t allocated_bytes() const override { return cuda_memory_stats().allocated; }
+  size_t peak_bytes() const override { return cuda_memory_stats().peak_allocated; }
+  void reset_peak() override { cuda_reset_peak_memory(); }
 
   void copy(const Tensor& src, const Tensor& dst) override { cuda::copy(src, dst); }
   void fill(const Tensor& dst, double value) override { cuda::fill(dst, value); }
