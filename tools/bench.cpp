@@ -28,6 +28,7 @@
 #include "engine/backend.h"
 #include "engine/cuda_support.h"
 #include "engine/optim/adamw.h"
+#include "models/reference_config.h"
 #include "models/soft_moe_vit.h"
 
 using namespace fg;
@@ -205,19 +206,6 @@ models::ModelConfig model_config(const Options& o, int64_t classes) {
   return c;
 }
 
-// The reference model's cfg dict (tests/models/reference_model.py) for the peer.
-Json reference_config(const models::ModelConfig& c) {
-  return Json{{"image_size", c.image_size},   {"patch_size", c.patch_size},
-              {"num_channels", c.num_channels}, {"width", c.width},
-              {"heads", c.heads},             {"depth", c.depth},
-              {"ffn_width", c.ffn_width},     {"moe_layers", c.moe_layers},
-              {"num_experts", c.num_experts}, {"slots_per_expert", c.slots_per_expert},
-              {"dropout", c.dropout},         {"layer_norm_eps", c.layer_norm_eps},
-              {"num_classes", c.num_classes}, {"layer_scale_layers", c.layer_scale_layers},
-              {"layer_scale_init", c.layer_scale_init}, {"aux_layer", c.aux_layer},
-              {"aux_foreground", c.aux_foreground}};
-}
-
 // ---------------------------------------------------------------- statistics
 
 struct Stats {
@@ -306,7 +294,7 @@ Side run_peer(const Options& o, const models::ModelConfig& config, const std::st
   Side side;
   side.name = "PyTorch " + variant;
   std::vector<std::string> args = {o.python, std::string(FGMOE_SOURCE_DIR) + "/bench/step_bench_torch.py",
-                                   "--variant", variant, "--config", reference_config(config).dump(),
+                                   "--variant", variant, "--config", models::reference_config_json(config).dump(),
                                    "--device", o.device, "--precision", o.precision,
                                    "--batch", std::to_string(o.batch),
                                    "--warmup", std::to_string(o.warmup),
@@ -315,7 +303,10 @@ Side run_peer(const Options& o, const models::ModelConfig& config, const std::st
   if (!o.tf32) args.push_back("--no-tf32");
   if (o.breakdown) args.push_back("--breakdown");
   std::string cmd;
-  for (const std::string& a : args) cmd += (cmd.empty() ? "" : " ") + shell_quote(a);
+  for (const std::string& a : args) {
+    if (!cmd.empty()) cmd += ' ';
+    cmd += shell_quote(a);
+  }
   std::fflush(stdout);
   FILE* pipe = popen(cmd.c_str(), "r");  // the peer's standard error reaches the user directly
   FG_CHECK(pipe != nullptr, "cannot start the PyTorch peer: ", cmd);
@@ -628,7 +619,7 @@ int main(int argc, char** argv) {
     if (!o.json_path.empty()) {
       Json j;
       j["tool"] = "fgmoe-bench";
-      Json model_json = reference_config(config);
+      Json model_json = models::reference_config_json(config);
       model_json["aux_weight"] = config.aux_weight;
       j["config"] = Json{{"model", o.model},
                          {"model_config", model_json},

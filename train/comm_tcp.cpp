@@ -325,7 +325,11 @@ class TcpChannel : public HostChannel {
     for (int r = 1; r < env_.world_size; ++r) send_message(r, Op::Welcome, 0, nullptr, 0);
   }
 
-  bool read_hello(int fd, Header& h, Clock::time_point deadline) {
+  enum class Received { Whole, Closed, TimedOut, Failed };
+
+  // Reads one header from a non-blocking socket before the deadline, each wait for
+  // data lasting at most max_wait seconds.
+  Received recv_header(int fd, Header& h, Clock::time_point deadline, double max_wait) {
     char* p = reinterpret_cast<char*>(&h);
     size_t n = sizeof(h);
     while (n > 0) {
@@ -334,14 +338,19 @@ class TcpChannel : public HostChannel {
         p += k;
         n -= static_cast<size_t>(k);
       } else if (k == 0) {
-        return false;
+        return Received::Closed;
       } else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-        if (!wait_ready(fd, POLLIN, std::min(deadline, after(10.0)))) return false;
+        if (!wait_ready(fd, POLLIN, std::min(deadline, after(max_wait)))) return Received::TimedOut;
       } else {
-        return false;
+        return Received::Failed;
       }
     }
-    return h.magic == kMagic && h.op == static_cast<uint32_t>(Op::Hello);
+    return Received::Whole;
+  }
+
+  bool read_hello(int fd, Header& h, Clock::time_point deadline) {
+    return recv_header(fd, h, deadline, 10.0) == Received::Whole && h.magic == kMagic &&
+           h.op == static_cast<uint32_t>(Op::Hello);
   }
 
   // Connects to rank 0, retrying while it is not listening yet.
@@ -374,24 +383,14 @@ class TcpChannel : public HostChannel {
     send_bytes(0, &hello, sizeof(hello), "rendezvous", 0);
     // Rank 0 welcomes everyone once all have joined: wait for that until the deadline.
     Header welcome;
-    char* p = reinterpret_cast<char*>(&welcome);
-    size_t n = sizeof(welcome);
-    while (n > 0) {
-      const ssize_t k = recv(fd, p, n, 0);
-      if (k > 0) {
-        p += k;
-        n -= static_cast<size_t>(k);
-      } else if (k == 0) {
-        FG_CHECK(false, "rank 0 at ", address(),
-                 " closed the connection during the rendezvous (it failed or runs with another WORLD_SIZE; see its "
-                 "error)");
-      } else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-        FG_CHECK(wait_ready(fd, POLLIN, deadline), "rendezvous at ", address(), " timed out after ",
-                 timeout_text(), ": rank 0 is up but not all ", env_.world_size, " ranks joined");
-      } else {
-        FG_CHECK(false, "rendezvous with rank 0 at ", address(), " failed: ", errno_text(errno));
-      }
-    }
+    const Received got = recv_header(fd, welcome, deadline, timeout_);
+    const int error = errno;
+    FG_CHECK(got != Received::Closed, "rank 0 at ", address(),
+             " closed the connection during the rendezvous (it failed or runs with another WORLD_SIZE; see its "
+             "error)");
+    FG_CHECK(got != Received::TimedOut, "rendezvous at ", address(), " timed out after ", timeout_text(),
+             ": rank 0 is up but not all ", env_.world_size, " ranks joined");
+    FG_CHECK(got != Received::Failed, "rendezvous with rank 0 at ", address(), " failed: ", errno_text(error));
     FG_CHECK(welcome.magic == kMagic && welcome.op == static_cast<uint32_t>(Op::Welcome),
              "unexpected reply from ", address(), " (is another program listening on MASTER_PORT?)");
   }

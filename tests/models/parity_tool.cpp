@@ -7,6 +7,7 @@
 #include <string>
 
 #include "engine/serialize/pth.h"
+#include "models/reference_config.h"
 #include "models/soft_moe_vit.h"
 
 using namespace fg;
@@ -35,18 +36,6 @@ models::ModelConfig parity_config(const std::string& name) {
   c.aux_layer = 2;
   c.dropout = 0.0;
   return c;
-}
-
-nlohmann::json config_json(const models::ModelConfig& c) {
-  return {{"image_size", c.image_size},     {"patch_size", c.patch_size},
-          {"num_channels", c.num_channels}, {"width", c.width},
-          {"heads", c.heads},               {"depth", c.depth},
-          {"ffn_width", c.ffn_width},       {"moe_layers", c.moe_layers},
-          {"num_experts", c.num_experts},   {"slots_per_expert", c.slots_per_expert},
-          {"dropout", c.dropout},           {"layer_norm_eps", c.layer_norm_eps},
-          {"num_classes", c.num_classes},   {"layer_scale_layers", c.layer_scale_layers},
-          {"layer_scale_init", c.layer_scale_init}, {"aux_layer", c.aux_layer},
-          {"aux_foreground", c.aux_foreground}};
 }
 
 int export_case(const std::string& dir, const std::string& name) {
@@ -87,7 +76,7 @@ int export_case(const std::string& dir, const std::string& name) {
   outputs.set("logits", out.logits.detach());
   outputs.set("aux", out.aux.detach());
   serialize::save_pth(dir + "/outputs.pth", outputs);
-  std::ofstream(dir + "/config.json") << config_json(config).dump(2);
+  std::ofstream(dir + "/config.json") << models::reference_config_json(config).dump(2);
   return 0;
 }
 
