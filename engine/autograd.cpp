@@ -182,7 +182,8 @@ void run_backward(const Tensor& root, const Tensor& gradient) {
         Tensor& slot = pending[edges[i].node.get()];
         slot = slot.defined() ? add(slot, grads[i]) : grads[i];
       } else if (edges[i].leaf) {
-        accumulate_leaf(edges[i].leaf.get(), grads[i]);
+        // Moved, so a freshly computed gradient is adopted without a copy.
+        accumulate_leaf(edges[i].leaf.get(), std::move(grads[i]));
         if (g_grad_ready_hook) received.insert(edges[i].leaf.get());
       }
     }

@@ -113,6 +113,18 @@ Tensor soft_cross_entropy(const Tensor& logits, const Tensor& targets);
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     double dropout_p = 0.0, bool training = false,
                                     Generator* gen = nullptr);
+// Multi-head attention over a packed in-projection: qkv (B, L, 3E) holds q, k and v
+// side by side (as the packed in_proj of nn.MultiheadAttention produces), split into
+// `heads` heads each. Returns the heads' outputs merged, (B, L, E). The same function
+// as chunking qkv and calling scaled_dot_product_attention on the heads (the same
+// dropout masks), but with a fused kernel the gradient is written into one (B, L, 3E)
+// tensor instead of three slices.
+Tensor packed_attention(const Tensor& qkv, int64_t heads, double dropout_p = 0.0,
+                        bool training = false, Generator* gen = nullptr);
+// The CPU's fused attention kernel (on by default); off makes the CPU use the
+// composite matmul-softmax-dropout-matmul path (for tests and comparisons).
+void cpu_set_fused_attention(bool on);
+bool cpu_fused_attention();
 
 // ---------------- shape ----------------
 Tensor concat(const std::vector<Tensor>& tensors, int64_t dim);

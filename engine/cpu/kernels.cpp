@@ -1,10 +1,9 @@
 // Reductions, GEMM, softmax, layer norm, randomness, bicubic resize and AdamW on the CPU.
-#include <cblas.h>
-
 #include <cmath>
 #include <cstring>
 #include <vector>
 
+#include "engine/cpu/blas.h"
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/strided_loop.h"
 #include "engine/philox.h"
@@ -114,19 +113,6 @@ void CpuBackend::reduce(ReduceOp op, const Tensor& x, int64_t outer, int64_t r, 
 
 namespace {
 
-void blas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t k,
-               double alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
-               double beta, float* c, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, static_cast<float>(alpha), a, lda, b, ldb,
-              static_cast<float>(beta), c, ldc);
-}
-
-void blas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t k,
-               double alpha, const double* a, int64_t lda, const double* b, int64_t ldb,
-               double beta, double* c, int64_t ldc) {
-  cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-
 // A batch of GEMMs runs one GEMM per thread (OpenBLAS single-threaded inside
 // the parallel region) when the batch divides well among the threads: one
 // parallel region instead of one per matrix. Attention's per-head products and
@@ -137,10 +123,9 @@ void blas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int
 // outputs do not overlap.
 bool split_gemm_batch(const GemmArgs& g) {
   const int64_t batch = g.batch;
-  if (batch < 2 || omp_in_parallel() || g.stride_c < g.m * g.ldc) return false;
-  static const bool openmp_blas = openblas_get_parallel() == 2;
+  if (batch < 2 || g.stride_c < g.m * g.ldc || !blas_splits_over_threads()) return false;
   const int64_t threads = omp_get_max_threads();
-  return openmp_blas && threads > 1 && (batch >= 2 * threads || batch % threads == 0);
+  return batch >= 2 * threads || batch % threads == 0;
 }
 
 template <class F>

@@ -56,9 +56,9 @@ Tensor MultiheadAttention::attend(const Tensor& q, const Tensor& k, const Tensor
 Tensor MultiheadAttention::forward(const Tensor& x) const {
   FG_CHECK(x.dim() == 3 && x.size(2) == embed_dim, "MultiheadAttention: input of shape ",
            shape_str(x.shape()), ", expected (B, L, ", embed_dim, ")");
+  // Self-attention: the packed projection feeds the heads without splitting it.
   const Tensor qkv = linear(x, in_proj_weight, in_proj_bias);
-  const auto parts = chunk(qkv, 3, -1);
-  return attend(parts[0], parts[1], parts[2]);
+  return out_proj->forward(packed_attention(qkv, num_heads, dropout_p, is_training(), gen_));
 }
 
 Tensor MultiheadAttention::forward(const Tensor& query, const Tensor& key,

@@ -146,6 +146,55 @@ Tensor empty_heads_last(int64_t b, int64_t h, int64_t l, int64_t d, DType dtype,
   return Tensor::empty({b, l, h, d}, dtype, device).transpose(1, 2);
 }
 
+// The statistics a fused forward keeps for its backward: float32, or float64
+// for float64 inputs (a backend that takes float64 keeps it exact).
+DType logsumexp_dtype(DType dtype) { return dtype == DType::Float64 ? DType::Float64 : DType::Float32; }
+
+// Runs the backend's fused forward on (B, H, L, D) head views and returns what
+// the backward needs; args.out is written with the result (heads last).
+AttentionForwardArgs fused_attention_forward(const AttentionShape& shape, const Tensor& q4,
+                                             const Tensor& k4, const Tensor& v4, double scale,
+                                             double dropout_p, Generator* gen) {
+  Generator& generator = gen ? *gen : default_generator();
+  AttentionForwardArgs args;
+  args.shape = shape;
+  args.scale = scale;
+  args.dropout_p = shape.dropout ? dropout_p : 0.0;
+  args.seed = generator.seed();
+  args.offset = shape.dropout ? generator.next_offset() : 0;  // one draw, as the composite's dropout
+  NoGradGuard no_grad;
+  args.q = q4;
+  args.k = k4;
+  args.v = v4;
+  args.out = empty_heads_last(shape.batch, shape.heads, shape.q_len, shape.head_dim, shape.dtype,
+                              q4.device());
+  args.logsumexp = Tensor::empty({shape.batch * shape.heads * shape.q_len},
+                                 logsumexp_dtype(shape.dtype), q4.device());
+  backend_of(q4).attention(args);
+  return args;
+}
+
+// The fused backward: grad_q, grad_k, grad_v are (B, H, L, D) views to write.
+void fused_attention_backward(const AttentionForwardArgs& saved, const Tensor& grad_out4,
+                              const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v) {
+  AttentionBackwardArgs b;
+  b.shape = saved.shape;
+  b.q = saved.q;
+  b.k = saved.k;
+  b.v = saved.v;
+  b.out = saved.out;
+  b.logsumexp = saved.logsumexp;
+  b.scale = saved.scale;
+  b.dropout_p = saved.dropout_p;
+  b.seed = saved.seed;
+  b.offset = saved.offset;
+  b.grad_out = grad_out4;
+  b.grad_q = grad_q;
+  b.grad_k = grad_k;
+  b.grad_v = grad_v;
+  backend_of(saved.q).attention_backward(b);
+}
+
 // The fused kernel of the backend, when it has one for these inputs.
 bool try_fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
                          double dropout_p, bool drop, Generator* gen, Tensor& result) {
@@ -163,61 +212,31 @@ bool try_fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, doub
   shape.kv_len = k.size(-2);
   shape.head_dim = q.size(-1);
   shape.dropout = drop;
-  Backend& backend = backend_of(q);
-  if (!backend.supports_attention(shape)) return false;
+  if (!backend_of(q).supports_attention(shape)) return false;
 
-  Generator& generator = gen ? *gen : default_generator();
-  AttentionForwardArgs args;
-  args.shape = shape;
-  args.scale = scale;
-  args.dropout_p = drop ? dropout_p : 0.0;
-  args.seed = generator.seed();
-  args.offset = drop ? generator.next_offset() : 0;  // one draw, as the composite's dropout
-  Tensor out4;
-  {
-    NoGradGuard no_grad;
-    args.q = attention_view(q);
-    args.k = attention_view(k);
-    args.v = attention_view(v);
-    out4 = empty_heads_last(shape.batch, shape.heads, shape.q_len, shape.head_dim, shape.dtype,
-                            q.device());
-    args.out = out4;
-    args.logsumexp = Tensor::empty({shape.batch * shape.heads * shape.q_len}, DType::Float32,
-                                   q.device());
-    backend.attention(args);
-  }
-  Tensor out = three_d ? out4.detach().squeeze(1) : out4.detach();
-  const AttentionForwardArgs saved = [&] {
-    AttentionForwardArgs s = args;
-    s.out = out4.detach();
-    return s;
-  }();
+  const AttentionForwardArgs saved = fused_attention_forward(
+      shape, attention_view(q), attention_view(k), attention_view(v), scale, dropout_p, gen);
+  const Tensor out = three_d ? saved.out.squeeze(1) : saved.out;
   result = record("scaled_dot_product_attention", out, {q, k, v},
                   [saved, three_d](const Tensor& g, InputGrads& grads) {
                     const AttentionShape& s = saved.shape;
-                    AttentionBackwardArgs b;
-                    b.shape = s;
-                    b.q = saved.q;
-                    b.k = saved.k;
-                    b.v = saved.v;
-                    b.out = saved.out;
-                    b.logsumexp = saved.logsumexp;
-                    b.scale = saved.scale;
-                    b.dropout_p = saved.dropout_p;
-                    b.seed = saved.seed;
-                    b.offset = saved.offset;
-                    b.grad_out = attention_view(g.to(s.dtype));
                     const Device device = saved.q.device();
-                    b.grad_q = empty_heads_last(s.batch, s.heads, s.q_len, s.head_dim, s.dtype, device);
-                    b.grad_k = empty_heads_last(s.batch, s.heads, s.kv_len, s.head_dim, s.dtype, device);
-                    b.grad_v = empty_heads_last(s.batch, s.heads, s.kv_len, s.head_dim, s.dtype, device);
-                    backend_of(saved.q).attention_backward(b);
+                    const Tensor grad_q = empty_heads_last(s.batch, s.heads, s.q_len, s.head_dim, s.dtype, device);
+                    const Tensor grad_k = empty_heads_last(s.batch, s.heads, s.kv_len, s.head_dim, s.dtype, device);
+                    const Tensor grad_v = empty_heads_last(s.batch, s.heads, s.kv_len, s.head_dim, s.dtype, device);
+                    fused_attention_backward(saved, attention_view(g.to(s.dtype)), grad_q, grad_k, grad_v);
                     auto shaped = [three_d](const Tensor& t) { return three_d ? t.squeeze(1) : t; };
-                    grads.set(0, shaped(b.grad_q));
-                    grads.set(1, shaped(b.grad_k));
-                    grads.set(2, shaped(b.grad_v));
+                    grads.set(0, shaped(grad_q));
+                    grads.set(1, shaped(grad_k));
+                    grads.set(2, shaped(grad_v));
                   });
   return true;
+}
+
+// (B, L, 3E) -> the (B, H, L, D) view of part `which` (0: q, 1: k, 2: v).
+Tensor packed_part(const Tensor& qkv, int64_t which, int64_t heads) {
+  const int64_t b = qkv.size(0), l = qkv.size(1), e = qkv.size(2) / 3;
+  return qkv.slice(2, which * e, (which + 1) * e).reshape({b, l, heads, e / heads}).transpose(1, 2);
 }
 
 }  // namespace
@@ -240,6 +259,57 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
   Tensor probs = softmax(matmul(mul(q, scale), k.transpose(-1, -2)), -1);
   if (drop) probs = dropout(probs, dropout_p, true, gen ? *gen : default_generator());
   return matmul(probs, v);
+}
+
+Tensor packed_attention(const Tensor& qkv_in, int64_t heads, double dropout_p, bool training,
+                        Generator* gen) {
+  const Tensor qkv = autocast_lower(qkv_in);
+  FG_CHECK(qkv.dim() == 3 && qkv.size(2) % 3 == 0, "packed_attention: qkv must be (B, L, 3E), got ",
+           shape_str(qkv.shape()));
+  const int64_t b = qkv.size(0), l = qkv.size(1), e = qkv.size(2) / 3;
+  FG_CHECK(heads > 0 && e % heads == 0, "packed_attention: width ", e,
+           " is not divisible by the number of heads ", heads);
+  const int64_t head_dim = e / heads;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+  const bool drop = training && dropout_p > 0.0;
+  AttentionShape shape;
+  shape.dtype = qkv.dtype();
+  shape.batch = b;
+  shape.heads = heads;
+  shape.q_len = l;
+  shape.kv_len = l;
+  shape.head_dim = head_dim;
+  shape.dropout = drop;
+  if (b == 0 || l == 0 || !backend_of(qkv).supports_attention(shape)) {
+    // Composite: the same function from the parts.
+    const Tensor context = scaled_dot_product_attention(
+        packed_part(qkv, 0, heads), packed_part(qkv, 1, heads), packed_part(qkv, 2, heads),
+        dropout_p, training, gen);
+    return context.transpose(1, 2).reshape({b, l, e});
+  }
+  Tensor parts[3];
+  {
+    NoGradGuard no_grad;
+    const Tensor flat = qkv.detach().stride(2) == 1 ? qkv.detach() : qkv.detach().contiguous();
+    for (int64_t i = 0; i < 3; ++i) parts[i] = attention_view(packed_part(flat, i, heads));
+  }
+  const AttentionForwardArgs saved =
+      fused_attention_forward(shape, parts[0], parts[1], parts[2], scale, dropout_p, gen);
+  // (B, H, L, D) stored heads last is (B, L, H, D): the merged (B, L, E) without a copy.
+  const Tensor out = saved.out.transpose(1, 2).reshape({b, l, e});
+  return record("packed_attention", out, {qkv}, [saved, heads](const Tensor& g, InputGrads& grads) {
+    const AttentionShape& s = saved.shape;
+    const int64_t width = s.heads * s.head_dim;
+    const Tensor grad = Tensor::empty({s.batch, s.q_len, 3 * width}, s.dtype, saved.q.device());
+    const Tensor g4 = g.to(s.dtype).reshape({s.batch, s.q_len, s.heads, s.head_dim}).transpose(1, 2);
+    Tensor parts[3];
+    for (int64_t i = 0; i < 3; ++i) {
+      parts[i] = packed_part(grad, i, heads);
+      FG_ASSERT(parts[i].storage() == grad.storage());  // views, written in place
+    }
+    fused_attention_backward(saved, attention_view(g4), parts[0], parts[1], parts[2]);
+    grads.set(0, grad);
+  });
 }
 
 }  // namespace fg

@@ -73,7 +73,9 @@ TEST_CASE("cuda: fused attention matches the CPU composite, forward and backward
         out_shape.back() = c.kv.back();
         const Tensor w = rounded(random_cpu(out_shape, 124, -1.0, 1.0), dtype);
         Generator cpu_gen(9), fused_gen(9), composite_gen(9);
+        cpu_set_fused_attention(false);  // the expected values from the CPU's composite path
         const Result expected = run_attention(q, k, v, w, p, cpu_gen);
+        cpu_set_fused_attention(true);
         cuda_set_fused_attention(true);
         const Result fused = run_attention(on_gpu(q.to(dtype)), on_gpu(k.to(dtype)),
                                            on_gpu(v.to(dtype)), on_gpu(w), p, fused_gen);
@@ -91,6 +93,9 @@ TEST_CASE("cuda: fused attention matches the CPU composite, forward and backward
   }
 }
 
+// MultiheadAttention's self-attention runs packed_attention: on CUDA the fused
+// kernel reads the heads from the packed projection and writes their gradients
+// into one packed tensor through strided views.
 TEST_CASE("cuda: multi-head attention over strided head views matches the CPU") {
   FG_SKIP_WITHOUT_GPU();
   for (double p : {0.0, 0.1}) {

@@ -1,0 +1,248 @@
+// Fused scaled dot-product attention on the CPU, one (batch, head) pair at a
+// time: the pair's score matrix lives in a per-thread buffer that stays in
+// cache, the heads are read and written in place through their strides (no
+// transposed copies), the dropout mask is drawn where it is used (the same
+// Philox words as dropout_mask over a contiguous (B, H, Lq, Lk) tensor), and
+// the backward recomputes the probabilities from the saved log-sum-exp instead
+// of keeping them. Pairs run one per OpenMP thread with single-threaded BLAS
+// when the OpenMP build of OpenBLAS allows it.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "engine/cpu/blas.h"
+#include "engine/cpu/cpu_backend.h"
+#include "engine/philox.h"
+
+namespace fg {
+
+namespace {
+std::atomic<bool> g_cpu_fused_attention{true};
+}  // namespace
+
+void cpu_set_fused_attention(bool on) { g_cpu_fused_attention = on; }
+bool cpu_fused_attention() { return g_cpu_fused_attention.load(); }
+
+namespace cpu {
+
+namespace {
+
+// A head's rows: element (i, d) of pair (b, h) is base[b * s0 + h * s1 + i * s2 + d].
+template <class T>
+struct HeadView {
+  T* base;
+  int64_t s0, s1, s2;
+  T* row0(int64_t b, int64_t h) const { return base + b * s0 + h * s1; }
+};
+
+template <class T>
+HeadView<T> head_view(const Tensor& t, const AttentionShape& s, int64_t len, const char* what) {
+  FG_CHECK(t.defined() && t.dim() == 4 && t.size(0) == s.batch && t.size(1) == s.heads &&
+               t.size(2) == len && t.size(3) == s.head_dim &&
+               (t.stride(3) == 1 || s.head_dim == 1) && t.dtype() == s.dtype && t.device().is_cpu(),
+           "attention: ", what, " must be a (", s.batch, ", ", s.heads, ", ", len, ", ",
+           s.head_dim, ") ", dtype_name(s.dtype), " CPU view with unit stride in the last dim");
+  return HeadView<T>{t.data<T>(), t.stride(0), t.stride(1), t.stride(2)};
+}
+
+// keep[j] = 1 when element first + j of the mask survives dropout with
+// probability p, from the same Philox words as dropout_mask.
+void draw_keep(uint8_t* keep, int64_t n, uint64_t first, float p, uint64_t seed,
+               uint64_t offset) {
+  int64_t j = 0;
+  while (j < n) {
+    const uint64_t e = first + static_cast<uint64_t>(j);
+    const Philox4 r = philox4x32(e >> 2, offset, seed);
+    for (unsigned w = static_cast<unsigned>(e & 3); w < 4 && j < n; ++w, ++j)
+      keep[j] = static_cast<float>(r.v[w] >> 8) * (1.0f / 16777216.0f) >= p;
+  }
+}
+
+// Runs f(pair, thread) for every (batch, head) pair, one pair per thread when
+// BLAS can run single-threaded inside a parallel region.
+template <class F>
+void for_each_pair(int64_t pairs, F f) {
+  if (pairs > 1 && blas_splits_over_threads()) {
+    const int threads = static_cast<int>(std::min<int64_t>(omp_get_max_threads(), pairs));
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t pair = 0; pair < pairs; ++pair) f(pair, omp_get_thread_num());
+  } else {
+    for (int64_t pair = 0; pair < pairs; ++pair) f(pair, 0);
+  }
+}
+
+// Per-thread scratch, sized for the largest call so far.
+template <class T>
+struct Scratch {
+  std::vector<T> a, b, c;
+  std::vector<uint8_t> keep;
+};
+
+template <class T>
+std::vector<Scratch<T>>& scratch(int64_t threads, int64_t matrix) {
+  thread_local std::vector<Scratch<T>> per_thread;
+  if (static_cast<int64_t>(per_thread.size()) < threads) per_thread.resize(threads);
+  for (auto& s : per_thread) {
+    if (static_cast<int64_t>(s.a.size()) < matrix) {
+      s.a.resize(matrix);
+      s.b.resize(matrix);
+      s.c.resize(matrix);
+      s.keep.resize(matrix);
+    }
+  }
+  return per_thread;
+}
+
+// The lse type: float32 for float32 inputs, float64 for float64 (so float64
+// gradient checks see no rounding of the saved statistics).
+template <class T>
+using Lse = std::conditional_t<std::is_same_v<T, double>, double, float>;
+
+template <class T>
+void forward_typed(const AttentionForwardArgs& a) {
+  const AttentionShape& s = a.shape;
+  const int64_t lq = s.q_len, lk = s.kv_len, d = s.head_dim, heads = s.heads;
+  const HeadView<T> q = head_view<T>(a.q, s, lq, "q"), k = head_view<T>(a.k, s, lk, "k"),
+                    v = head_view<T>(a.v, s, lk, "v"), out = head_view<T>(a.out, s, lq, "out");
+  Lse<T>* lse = a.logsumexp.data<Lse<T>>();
+  const bool drop = s.dropout && a.dropout_p > 0.0;
+  const float p = static_cast<float>(a.dropout_p);
+  const T keep_scale = drop ? static_cast<T>(1.0 / (1.0 - a.dropout_p)) : T(1);
+  const int64_t pairs = s.batch * heads;
+  auto& buffers = scratch<T>(std::max(omp_get_max_threads(), 1), lq * lk);
+  for_each_pair(pairs, [&](int64_t pair, int thread) {
+    const int64_t b = pair / heads, h = pair % heads;
+    Scratch<T>& buf = buffers[static_cast<size_t>(thread)];
+    T* scores = buf.a.data();
+    // scores = scale * q k^T
+    blas_gemm(CblasNoTrans, CblasTrans, lq, lk, d, a.scale, q.row0(b, h), q.s2, k.row0(b, h), k.s2,
+              0.0, scores, lk);
+    for (int64_t i = 0; i < lq; ++i) {
+      T* row = scores + i * lk;
+      T peak = -std::numeric_limits<T>::infinity();
+      for (int64_t j = 0; j < lk; ++j) peak = std::max(peak, row[j]);
+      T total = 0;
+      for (int64_t j = 0; j < lk; ++j) {
+        row[j] = std::exp(row[j] - peak);
+        total += row[j];
+      }
+      lse[pair * lq + i] = static_cast<Lse<T>>(peak + std::log(total));
+      const T inv = T(1) / total;
+      if (drop) {
+        uint8_t* keep = buf.keep.data();
+        draw_keep(keep, lk, static_cast<uint64_t>((pair * lq + i) * lk), p, a.seed, a.offset);
+        const T kept = inv * keep_scale;
+        for (int64_t j = 0; j < lk; ++j) row[j] = keep[j] ? row[j] * kept : T(0);
+      } else {
+        for (int64_t j = 0; j < lk; ++j) row[j] *= inv;
+      }
+    }
+    // out = probs v
+    blas_gemm(CblasNoTrans, CblasNoTrans, lq, d, lk, 1.0, scores, lk, v.row0(b, h), v.s2, 0.0,
+              out.row0(b, h), out.s2);
+  });
+}
+
+template <class T>
+void backward_typed(const AttentionBackwardArgs& a) {
+  const AttentionShape& s = a.shape;
+  const int64_t lq = s.q_len, lk = s.kv_len, d = s.head_dim, heads = s.heads;
+  const HeadView<T> q = head_view<T>(a.q, s, lq, "q"), k = head_view<T>(a.k, s, lk, "k"),
+                    v = head_view<T>(a.v, s, lk, "v"), out = head_view<T>(a.out, s, lq, "out"),
+                    gout = head_view<T>(a.grad_out, s, lq, "grad_out"),
+                    gq = head_view<T>(a.grad_q, s, lq, "grad_q"),
+                    gk = head_view<T>(a.grad_k, s, lk, "grad_k"),
+                    gv = head_view<T>(a.grad_v, s, lk, "grad_v");
+  FG_CHECK(a.logsumexp.defined() && a.logsumexp.is_contiguous() &&
+               a.logsumexp.numel() == s.batch * heads * lq &&
+               a.logsumexp.dtype() == (std::is_same_v<T, double> ? DType::Float64 : DType::Float32),
+           "attention backward: logsumexp from the forward is missing");
+  const Lse<T>* lse = a.logsumexp.data<Lse<T>>();
+  const bool drop = s.dropout && a.dropout_p > 0.0;
+  const float p = static_cast<float>(a.dropout_p);
+  const T keep_scale = drop ? static_cast<T>(1.0 / (1.0 - a.dropout_p)) : T(1);
+  const int64_t pairs = s.batch * heads;
+  auto& buffers = scratch<T>(std::max(omp_get_max_threads(), 1), lq * lk);
+  for_each_pair(pairs, [&](int64_t pair, int thread) {
+    const int64_t b = pair / heads, h = pair % heads;
+    Scratch<T>& buf = buffers[static_cast<size_t>(thread)];
+    T* probs = buf.a.data();    // P, recomputed
+    T* dropped = buf.b.data();  // P with dropout, then dP with dropout
+    uint8_t* keep = buf.keep.data();
+    const T* qh = q.row0(b, h);
+    const T* kh = k.row0(b, h);
+    const T* goh = gout.row0(b, h);
+    blas_gemm(CblasNoTrans, CblasTrans, lq, lk, d, a.scale, qh, q.s2, kh, k.s2, 0.0, probs, lk);
+    for (int64_t i = 0; i < lq; ++i) {
+      T* row = probs + i * lk;
+      T* drow = dropped + i * lk;
+      const T shift = static_cast<T>(lse[pair * lq + i]);
+      for (int64_t j = 0; j < lk; ++j) row[j] = std::exp(row[j] - shift);
+      if (drop) {
+        uint8_t* krow = keep + i * lk;
+        draw_keep(krow, lk, static_cast<uint64_t>((pair * lq + i) * lk), p, a.seed, a.offset);
+        for (int64_t j = 0; j < lk; ++j) drow[j] = krow[j] ? row[j] * keep_scale : T(0);
+      }
+    }
+    // dV = P_drop^T dO
+    blas_gemm(CblasTrans, CblasNoTrans, lk, d, lq, 1.0, drop ? dropped : probs, lk, goh, gout.s2,
+              0.0, gv.row0(b, h), gv.s2);
+    // dP_drop = dO V^T
+    blas_gemm(CblasNoTrans, CblasTrans, lq, lk, d, 1.0, goh, gout.s2, v.row0(b, h), v.s2, 0.0,
+              dropped, lk);
+    // dS = P * (dP - rowsum(dO * O)), with dP = dP_drop * mask; rowsum(dP * P) equals
+    // dO . O (also with dropout), so the rows need no second pass.
+    const T* oh = out.row0(b, h);
+    for (int64_t i = 0; i < lq; ++i) {
+      const T* orow = oh + i * out.s2;
+      const T* grow = goh + i * gout.s2;
+      T delta = 0;
+      for (int64_t c = 0; c < d; ++c) delta += orow[c] * grow[c];
+      T* prow = probs + i * lk;
+      const T* drow = dropped + i * lk;
+      if (drop) {
+        const uint8_t* krow = keep + i * lk;
+        for (int64_t j = 0; j < lk; ++j)
+          prow[j] *= (krow[j] ? drow[j] * keep_scale : T(0)) - delta;
+      } else {
+        for (int64_t j = 0; j < lk; ++j) prow[j] *= drow[j] - delta;
+      }
+    }
+    // dQ = scale * dS K, dK = scale * dS^T Q
+    blas_gemm(CblasNoTrans, CblasNoTrans, lq, d, lk, a.scale, probs, lk, kh, k.s2, 0.0,
+              gq.row0(b, h), gq.s2);
+    blas_gemm(CblasTrans, CblasNoTrans, lk, d, lq, a.scale, probs, lk, qh, q.s2, 0.0,
+              gk.row0(b, h), gk.s2);
+  });
+}
+
+}  // namespace
+
+bool CpuBackend::supports_attention(const AttentionShape& s) const {
+  return g_cpu_fused_attention.load() &&
+         (s.dtype == DType::Float32 || s.dtype == DType::Float64) && s.batch > 0 && s.heads > 0 &&
+         s.q_len > 0 && s.kv_len > 0 && s.head_dim > 0;
+}
+
+void CpuBackend::attention(const AttentionForwardArgs& args) {
+  FG_CHECK(supports_attention(args.shape), "attention: shape not supported by the CPU kernel");
+  if (args.shape.dtype == DType::Float64)
+    forward_typed<double>(args);
+  else
+    forward_typed<float>(args);
+}
+
+void CpuBackend::attention_backward(const AttentionBackwardArgs& args) {
+  FG_CHECK(supports_attention(args.shape),
+           "attention backward: shape not supported by the CPU kernel");
+  if (args.shape.dtype == DType::Float64)
+    backward_typed<double>(args);
+  else
+    backward_typed<float>(args);
+}
+
+}  // namespace cpu
+}  // namespace fg
