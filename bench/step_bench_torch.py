@@ -71,6 +71,12 @@ def main():
         ap.add_argument("--" + name, type=int, default=default)
     a = ap.parse_args()
 
+    # --threads bounds every thread pool. torch.set_num_threads does not reach the
+    # BLAS library Debian's torch calls (OpenBLAS, pthread build): without this its
+    # GEMMs would run on every core whatever --threads says. Read when torch loads.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(a.threads)
+
     import torch
     from reference_model import ReferenceSoftMoEViT
 
