@@ -26,20 +26,49 @@ struct Accum {
   using type = double;  // float sums accumulate in double for accuracy
 };
 
+// Sum of n contiguous values in the accumulator type, eight running sums (two
+// vector registers of doubles).
+template <class A, class T>
+A sum_span(const T* x, int64_t n) {
+  A acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; ++k) acc[k] += static_cast<A>(x[i + k]);
+  for (; i < n; ++i) acc[0] += static_cast<A>(x[i]);
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+// Long rows, fewer than the threads (a whole-tensor sum such as the gradient
+// norm's): fixed-size chunks summed in parallel, then their partial sums in
+// order, so the result does not depend on the number of threads.
+constexpr int64_t kSumChunk = int64_t{1} << 16;
+
 template <class T>
 void reduce_typed(ReduceOp op, const T* x, T* out, int64_t outer, int64_t r, int64_t inner) {
   using A = typename Accum<T>::type;
+  if (inner == 1 && op == ReduceOp::Sum && r >= 4 * kSumChunk) {
+    const int64_t chunks = (r + kSumChunk - 1) / kSumChunk;
+    std::vector<A> partial(static_cast<size_t>(outer * chunks));
+    parallel_for(outer * chunks, outer * r, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t o = t / chunks, c = t % chunks;
+        const int64_t from = c * kSumChunk, count = std::min(kSumChunk, r - from);
+        partial[static_cast<size_t>(t)] = sum_span<A>(x + o * r + from, count);
+      }
+    });
+    for (int64_t o = 0; o < outer; ++o) {
+      A total = 0;
+      for (int64_t c = 0; c < chunks; ++c) total += partial[static_cast<size_t>(o * chunks + c)];
+      out[o] = static_cast<T>(total);
+    }
+    return;
+  }
   if (inner == 1) {
     parallel_for(outer, outer * r, [&](int64_t begin, int64_t end) {
       for (int64_t o = begin; o < end; ++o) {
         const T* row = x + o * r;
         if (op == ReduceOp::Sum) {
-          A acc[4] = {0, 0, 0, 0};
-          int64_t i = 0;
-          for (; i + 4 <= r; i += 4)
-            for (int k = 0; k < 4; ++k) acc[k] += static_cast<A>(row[i + k]);
-          for (; i < r; ++i) acc[0] += static_cast<A>(row[i]);
-          out[o] = static_cast<T>((acc[0] + acc[1]) + (acc[2] + acc[3]));
+          out[o] = static_cast<T>(sum_span<A>(row, r));
         } else {
           T best = row[0];
           if (op == ReduceOp::Max) {
@@ -588,15 +617,21 @@ void CpuBackend::adamw(const std::vector<Tensor>& params, const std::vector<Tens
   for (size_t t = 0; t < params.size(); ++t) {
     FG_DISPATCH_FLOAT(params[t].dtype(), "adamw", [&] {
       using T = scalar_t;
-      T* p = params[t].data<T>();
-      const T* g = grads[t].data<T>();
-      T* m = exp_avgs[t].data<T>();
-      T* v = exp_avg_sqs[t].data<T>();
+      T* const param = params[t].data<T>();
+      const T* const grad = grads[t].data<T>();
+      T* const avg = exp_avgs[t].data<T>();
+      T* const sq = exp_avg_sqs[t].data<T>();
       const int64_t n = params[t].numel();
       const T b1 = static_cast<T>(hp.beta1), b2 = static_cast<T>(hp.beta2);
       const T ss = static_cast<T>(step_size), bc2 = static_cast<T>(bias2_sqrt);
       const T eps = static_cast<T>(hp.eps), dec = static_cast<T>(decay);
-      parallel_for(n, n * 4, [&](int64_t begin, int64_t end) {
+      parallel_for(n, n * 4, [=](int64_t begin, int64_t end) {
+        // Copied in by value and restrict-qualified: with the tensors distinct and the
+        // constants local, the loop vectorizes (captured references kept it scalar).
+        T* __restrict p = param;
+        const T* __restrict g = grad;
+        T* __restrict m = avg;
+        T* __restrict v = sq;
         for (int64_t i = begin; i < end; ++i) {
           const T gi = g[i];
           p[i] *= dec;

@@ -6,6 +6,8 @@
 #include <limits>
 #include <numeric>
 
+#include <omp.h>
+
 #include "engine/ops.h"
 
 using namespace fg;
@@ -119,6 +121,27 @@ TEST_CASE("forward: reductions against loops") {
   CHECK(sum(x).item() == doctest::Approx(std::accumulate(xv.begin(), xv.end(), 0.0)).epsilon(1e-6));
   CHECK(argmax(Tensor::from_vector<float>({1, 5, 2, 7, 0, 3}, {2, 3}), 1).to_vector<int64_t>() ==
         std::vector<int64_t>{1, 0});
+}
+
+TEST_CASE("forward: long sums are accurate and do not depend on the thread count") {
+  // Over a million values a whole-tensor sum is split in fixed chunks across threads.
+  const Tensor x = random_f32({1 << 20 | 7}, 31, -1.0, 3.0);
+  const auto values = x.to_vector<float>();
+  const double expected = std::accumulate(values.begin(), values.end(), 0.0);
+  const int threads = omp_get_max_threads();
+  const double all = sum(x).item();
+  CHECK(std::abs(all - expected) <= 1e-6 * std::abs(expected));
+  omp_set_num_threads(1);
+  const double one = sum(x).item();
+  omp_set_num_threads(threads);
+  CHECK(one == all);
+  // Rows of a 2-D tensor: each long row summed on its own.
+  const Tensor rows = x.slice(0, 0, 1 << 20).reshape({2, 1 << 19});
+  const auto per_row = sum(rows, {1}).to_vector<double>();
+  const double first = std::accumulate(values.begin(), values.begin() + (1 << 19), 0.0);
+  const double second = std::accumulate(values.begin() + (1 << 19), values.begin() + (1 << 20), 0.0);
+  CHECK(std::abs(per_row[0] - first) <= 1e-6 * std::abs(first));
+  CHECK(std::abs(per_row[1] - second) <= 1e-6 * std::abs(second));
 }
 
 TEST_CASE("forward: elementwise functions") {
