@@ -1,6 +1,7 @@
 #include "engine/tensor.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <iomanip>
@@ -239,11 +240,18 @@ bool Tensor::is_contiguous() const {
 
 // ---------------------------------------------------------------- host access
 
+namespace {
+std::atomic<uint64_t> g_host_reads{0};
+}  // namespace
+
+uint64_t host_read_count() { return g_host_reads.load(std::memory_order_relaxed); }
+
 template <class T>
 std::vector<T> Tensor::to_vector() const {
   static_assert(!std::is_same_v<T, bool>, "use to_vector<uint8_t>() for bool tensors");
   NoGradGuard no_grad;
   Tensor t = to(DTypeOf<T>::value).contiguous();
+  g_host_reads.fetch_add(1, std::memory_order_relaxed);
   std::vector<T> out(static_cast<size_t>(t.numel()));
   if (!out.empty())
     backend_for(t.device()).copy_to_host(out.data(), t.data_ptr(), out.size() * sizeof(T));
@@ -283,11 +291,13 @@ Tensor Tensor::to(Device target) const {
   const size_t nbytes = static_cast<size_t>(numel()) * element_size();
   if (nbytes) {
     if (target.is_cpu()) {
+      g_host_reads.fetch_add(1, std::memory_order_relaxed);
       backend_for(src.device()).copy_to_host(out.data_ptr(), src.data_ptr(), nbytes);
     } else if (src.device().is_cpu()) {
       backend_for(target).copy_from_host(out.data_ptr(), src.data_ptr(), nbytes);
     } else {  // between two accelerators: through the host
       std::vector<char> staging(nbytes);
+      g_host_reads.fetch_add(1, std::memory_order_relaxed);
       backend_for(src.device()).copy_to_host(staging.data(), src.data_ptr(), nbytes);
       backend_for(target).copy_from_host(out.data_ptr(), staging.data(), nbytes);
     }

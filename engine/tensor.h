@@ -27,6 +27,12 @@ Shape contiguous_strides(const Shape& shape);
 // Maps a possibly negative dimension into [0, ndim); throws naming the op when out of range.
 int64_t wrap_dim(int64_t dim, int64_t ndim, const char* op = "op");
 
+// How many times tensor data has been read into host memory: to_vector(), item(),
+// and copies from an accelerator to the CPU (counted for CPU tensors as well). On an
+// accelerator each read waits for the queued work, so a training step should make
+// none; tests check that with this count.
+uint64_t host_read_count();
+
 class Tensor {
  public:
   Tensor() = default;

@@ -42,6 +42,7 @@ Cache& cache() {
 }
 
 std::atomic<size_t> g_allocated{0};
+std::atomic<size_t> g_system_allocations{0};
 std::atomic<size_t> g_peak{0};
 
 void count_allocation(size_t size) {
@@ -67,6 +68,7 @@ void* CpuBackend::allocate(size_t nbytes) {
       return ptr;
     }
   }
+  if (size > kSmallBlock) g_system_allocations.fetch_add(1, std::memory_order_relaxed);
   void* ptr = std::aligned_alloc(kAlignment, size);
   if (ptr == nullptr) g_allocated.fetch_sub(size, std::memory_order_relaxed);
   FG_CHECK(ptr != nullptr, "out of host memory allocating ", nbytes, " bytes");
@@ -88,6 +90,8 @@ void CpuBackend::deallocate(void* ptr, size_t nbytes) {
   }
   std::free(ptr);
 }
+
+size_t system_allocations() { return g_system_allocations.load(std::memory_order_relaxed); }
 
 size_t cached_bytes() {
   std::lock_guard<std::mutex> lock(cache().mutex);

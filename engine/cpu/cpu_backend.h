@@ -49,6 +49,9 @@ class CpuBackend final : public Backend {
   void attention_backward(const AttentionBackwardArgs& args) override;
 };
 
+// Large blocks (over 64 KiB) the CPU allocator has taken from the system so far:
+// flat once a repeating step has warmed the cache up.
+size_t system_allocations();
 // Bytes currently held by the CPU allocator's cache (for tests and diagnostics).
 size_t cached_bytes();
 // Returns cached blocks to the system.

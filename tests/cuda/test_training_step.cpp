@@ -1,0 +1,38 @@
+// On CUDA, a warmed-up training step (bf16 autocast off and on) reads nothing
+// back to the host, so it never waits for the GPU, and makes no cudaMalloc: the
+// caching allocator serves every block.
+#include <doctest/doctest.h>
+
+#include "cuda_test_util.h"
+#include "tests/models/training_step.h"
+
+using namespace fg;
+
+TEST_CASE("cuda: after warm-up a training step neither synchronizes through host reads nor calls cudaMalloc") {
+  FG_SKIP_WITHOUT_GPU();
+  models::ModelConfig c = models::model_preset("soft_moe_32", 10);
+  c.image_size = 64;
+  c.patch_size = 8;
+  c.width = 128;
+  c.heads = 2;  // head dim 64, as the fused attention kernel takes
+  c.depth = 3;
+  c.ffn_width = 512;
+  c.moe_layers = 2;
+  c.num_experts = 8;
+  c.slots_per_expert = 2;
+  c.layer_scale_layers = {2};
+  c.aux_layer = 2;
+  for (const bool bf16 : {false, true}) {
+    INFO("bf16 autocast: " << bf16);
+    testing::StepFixture fixture(c, kCUDA);
+    auto step = [&] { fixture.step(bf16); };
+    for (int i = 0; i < 2; ++i) step();
+    backend_for(kCUDA).synchronize();
+    const uint64_t reads = host_read_count();
+    const size_t mallocs = cuda_memory_stats().device_allocations;
+    for (int i = 0; i < 3; ++i) step();
+    CHECK(host_read_count() - reads == 0);
+    backend_for(kCUDA).synchronize();
+    CHECK(cuda_memory_stats().device_allocations - mallocs == 0);
+  }
+}
