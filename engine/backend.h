@@ -64,7 +64,7 @@ struct AttentionShape {
 struct AttentionForwardArgs {
   AttentionShape shape;
   Tensor q, k, v, out;
-  Tensor logsumexp;  // (B * H * Lq) float32, written for the backward
+  Tensor logsumexp;  // (B * H * Lq) float32 (float64 for float64 inputs), written for the backward
   double scale = 1.0, dropout_p = 0.0;
   uint64_t seed = 0, offset = 0;
 };

@@ -216,7 +216,8 @@ bool try_fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, doub
 
   const AttentionForwardArgs saved = fused_attention_forward(
       shape, attention_view(q), attention_view(k), attention_view(v), scale, dropout_p, gen);
-  const Tensor out = three_d ? saved.out.squeeze(1) : saved.out;
+  // A tensor of its own (detach), so the node's saved copy does not point back at it.
+  const Tensor out = three_d ? saved.out.squeeze(1) : saved.out.detach();
   result = record("scaled_dot_product_attention", out, {q, k, v},
                   [saved, three_d](const Tensor& g, InputGrads& grads) {
                     const AttentionShape& s = saved.shape;
@@ -295,7 +296,8 @@ Tensor packed_attention(const Tensor& qkv_in, int64_t heads, double dropout_p, b
   }
   const AttentionForwardArgs saved =
       fused_attention_forward(shape, parts[0], parts[1], parts[2], scale, dropout_p, gen);
-  // (B, H, L, D) stored heads last is (B, L, H, D): the merged (B, L, E) without a copy.
+  // (B, H, L, D) stored heads last is (B, L, H, D): the merged (B, L, E) without a copy,
+  // in a tensor of its own (a view), so the node's saved copy does not point back at it.
   const Tensor out = saved.out.transpose(1, 2).reshape({b, l, e});
   return record("packed_attention", out, {qkv}, [saved, heads](const Tensor& g, InputGrads& grads) {
     const AttentionShape& s = saved.shape;

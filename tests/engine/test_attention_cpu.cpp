@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "engine/autograd.h"
 #include "engine/nn/layers.h"
 #include "gradcheck.h"
 
@@ -215,4 +216,23 @@ TEST_CASE("attention: MultiheadAttention in training and evaluation, fused again
       cp[i].second.zero_grad();
     }
   }
+}
+
+TEST_CASE("attention: a fused result left without backward frees its graph") {
+  // The node saves the forward's output; the returned tensor must not be that same
+  // object, or the two would keep each other alive.
+  Tensor q = random_of({2, 2, 5, 4}, 12, DType::Float32);
+  q.set_requires_grad(true);
+  const Tensor qkv = random_of({2, 5, 12}, 13, DType::Float32).set_requires_grad(true);
+  std::vector<std::weak_ptr<Node>> nodes;
+  {
+    const Tensor four_d = scaled_dot_product_attention(q, q, q);
+    const Tensor three_d = scaled_dot_product_attention(q.select(1, 0), q.select(1, 0), q.select(1, 0));
+    const Tensor packed = packed_attention(qkv, 2);
+    for (const Tensor& t : {four_d, three_d, packed}) {
+      REQUIRE(t.grad_fn());
+      nodes.push_back(t.grad_fn());
+    }
+  }
+  for (const auto& node : nodes) CHECK(node.expired());
 }
