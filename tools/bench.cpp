@@ -64,6 +64,9 @@ run:
                         autocast, float32 master weights and optimizer)
   --no-tf32             CUDA fp32: keep float32 GEMMs off the TF32 tensor cores
                         (allowed by default, on both sides alike)
+  --attention A         fused (default): the backend's fused attention kernel; composite:
+                        matmul, softmax, dropout and matmul as separate ops (to compare the
+                        two on a device; the PyTorch peer is not affected)
   --warmup N            untimed steps first (default 2)
   --steps N             timed steps (default 5)
   --threads N           CPU threads, for fgmoe and the PyTorch peer (default: all)
@@ -104,7 +107,7 @@ double now() {
 }
 
 struct Options {
-  std::string model = "soft_moe_32", device = "cpu", precision = "fp32";
+  std::string model = "soft_moe_32", device = "cpu", precision = "fp32", attention = "fused";
   int64_t batch = 8, image_size = 224, classes = 1000;
   bool classes_given = false;
   std::map<std::string, int64_t> overrides;  // --patch-size etc.
@@ -148,6 +151,7 @@ Options parse_options(int argc, char** argv, bool& help) {
     else if (arg == "--device") o.device = value();
     else if (arg == "--precision") o.precision = value();
     else if (arg == "--no-tf32") o.tf32 = false;
+    else if (arg == "--attention") o.attention = value();
     else if (arg == "--warmup") o.warmup = static_cast<int>(parse_integer(arg, value(), 0));
     else if (arg == "--steps") o.steps = static_cast<int>(positive());
     else if (arg == "--threads") o.threads = static_cast<int>(positive());
@@ -168,6 +172,8 @@ Options parse_options(int argc, char** argv, bool& help) {
   }
   FG_CHECK(o.precision == "fp32" || o.precision == "bf16", "--precision must be fp32 or bf16, got '",
            o.precision, "'");
+  FG_CHECK(o.attention == "fused" || o.attention == "composite",
+           "--attention must be fused or composite, got '", o.attention, "'");
   FG_CHECK(o.workers == 0 || !o.data_path.empty(), "--workers needs --data-path");
   if (o.workers == 0) o.workers = o.threads;
   if (!o.data_path.empty())
@@ -381,6 +387,8 @@ int main(int argc, char** argv) {
                cuda_compiled() ? "no CUDA GPU was found" : "fgmoe was built without CUDA");
       cuda_set_allow_tf32(o.tf32);
     }
+    cpu_set_fused_attention(o.attention == "fused");
+    cuda_set_fused_attention(o.attention == "fused");
     Backend& backend = backend_for(device);
 
     // ---- data (optional): the loader with the reference's training transforms
@@ -437,6 +445,7 @@ int main(int argc, char** argv) {
                 static_cast<long long>(o.image_size), o.device.c_str(), o.precision.c_str(),
                 cuda && !bf16 ? (o.tf32 ? " (TF32 allowed)" : " (no TF32)") : "", o.threads, o.steps,
                 o.warmup);
+    if (o.attention != "fused") std::printf("attention: %s (matmul, softmax, dropout, matmul)\n", o.attention.c_str());
     std::printf("machine: %s, %u hardware threads, load average %.2f %.2f %.2f\n", cpu_model().c_str(),
                 std::thread::hardware_concurrency(), load_before.size() == 3 ? load_before[0] : 0.0,
                 load_before.size() == 3 ? load_before[1] : 0.0, load_before.size() == 3 ? load_before[2] : 0.0);
@@ -630,6 +639,7 @@ int main(int argc, char** argv) {
                          {"device", o.device},
                          {"precision", o.precision},
                          {"tf32", cuda && !bf16 && o.tf32},
+                         {"attention", o.attention},
                          {"threads", o.threads},
                          {"warmup", o.warmup},
                          {"steps", o.steps},

@@ -10,6 +10,10 @@
 # Usage: tools/gpu_check.sh [build-dir]        (default: build-gpu)
 # A doctest filter for the sanitizer runs (one argument):
 #   FGMOE_SANITIZER_ARGS='--test-case=*attention*' tools/gpu_check.sh
+# FGMOE_GPU_BENCH=1 also builds fgmoe-bench and runs the whole-step comparison
+# (soft_moe_32, batch 128: bf16 with fused and with composite attention, then
+# bf16 and fp32/TF32 against PyTorch eager and torch.compile), each run's JSON
+# and output kept in the logs folder.
 # On a machine without doctest and OpenBLAS that cannot install packages, fetch
 # them elsewhere with `tools/offline_deps.sh download DIR`, bring DIR along and
 # run with FGMOE_DEPS_DIR=DIR.
@@ -89,6 +93,13 @@ if [ $STATUS -eq 0 ]; then
   else
     SUMMARY+=("FAIL  compute-sanitizer not found (PATH, /usr/local/cuda/bin)")
     STATUS=1
+  fi
+  if [ "${FGMOE_GPU_BENCH:-0}" = 1 ] && step "build fgmoe-bench" cmake --build "$BUILD" -j"$JOBS" --target fgmoe-bench; then
+    BENCH=("$BUILD/fgmoe-bench" --device cuda --model soft_moe_32 --batch 128 --warmup 5 --steps 20)
+    step "bench bf16 fused attention" "${BENCH[@]}" --precision bf16 --breakdown --json "$LOGS/bench_bf16_fused.json"
+    step "bench bf16 composite attention" "${BENCH[@]}" --precision bf16 --attention composite --json "$LOGS/bench_bf16_composite.json"
+    step "bench bf16 against PyTorch" "${BENCH[@]}" --precision bf16 --compare-pytorch --compile --json "$LOGS/bench_bf16_pytorch.json"
+    step "bench fp32 (TF32) against PyTorch" "${BENCH[@]}" --precision fp32 --compare-pytorch --compile --json "$LOGS/bench_fp32_pytorch.json"
   fi
 fi
 

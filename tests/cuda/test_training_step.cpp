@@ -3,6 +3,8 @@
 // caching allocator serves every block.
 #include <doctest/doctest.h>
 
+#include <cstdlib>
+
 #include "cuda_test_util.h"
 #include "tests/models/training_step.h"
 
@@ -33,6 +35,9 @@ TEST_CASE("cuda: after warm-up a training step neither synchronizes through host
     for (int i = 0; i < 3; ++i) step();
     CHECK(host_read_count() - reads == 0);
     backend_for(kCUDA).synchronize();
-    CHECK(cuda_memory_stats().device_allocations - mallocs == 0);
+    // With the cache off (FGMOE_CUDA_EXACT_ALLOC=1, as under compute-sanitizer memcheck)
+    // every block is a cudaMalloc by design.
+    if (!std::getenv("FGMOE_CUDA_EXACT_ALLOC"))
+      CHECK(cuda_memory_stats().device_allocations - mallocs == 0);
   }
 }

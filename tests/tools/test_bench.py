@@ -71,6 +71,14 @@ def main():
         check(bad.returncode != 0 and "--batch" in bad.stderr, f"--batch 0 accepted: {bad.stderr}")
         bad = subprocess.run([a.tool, "--precision", "bf16"], capture_output=True, text=True)
         check(bad.returncode != 0 and "CUDA" in bad.stderr, f"bf16 on the CPU accepted: {bad.stderr}")
+        bad = subprocess.run([a.tool, "--attention", "flash"], capture_output=True, text=True)
+        check(bad.returncode != 0 and "--attention" in bad.stderr, f"--attention flash accepted: {bad.stderr}")
+
+        # The composite attention path runs and says so.
+        j = run(a.tool, TINY + ["--attention", "composite"], os.path.join(tmp, "composite.json"))
+        if j is not None:
+            check(j["config"].get("attention") == "composite", "attention choice not recorded")
+            check_side(j, "fgmoe", 2)
 
         # Through the loader on a tiny synthetic dataset.
         data = os.path.join(tmp, "data")
