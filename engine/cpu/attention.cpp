@@ -15,7 +15,7 @@
 
 #include "engine/cpu/blas.h"
 #include "engine/cpu/cpu_backend.h"
-#include "engine/philox.h"
+#include "engine/cpu/philox_simd.h"
 
 namespace fg {
 
@@ -52,12 +52,17 @@ HeadView<T> head_view(const Tensor& t, const AttentionShape& s, int64_t len, con
 // probability p, from the same Philox words as dropout_mask.
 void draw_keep(uint8_t* keep, int64_t n, uint64_t first, float p, uint64_t seed,
                uint64_t offset) {
+  // Eight Philox blocks (32 words) at a time; element e takes word e % 4 of block e / 4.
+  uint32_t words[32];
   int64_t j = 0;
   while (j < n) {
     const uint64_t e = first + static_cast<uint64_t>(j);
-    const Philox4 r = philox4x32(e >> 2, offset, seed);
-    for (unsigned w = static_cast<unsigned>(e & 3); w < 4 && j < n; ++w, ++j)
-      keep[j] = static_cast<float>(r.v[w] >> 8) * (1.0f / 16777216.0f) >= p;
+    philox4x32_8(e >> 2, offset, seed, words);
+    const int64_t skip = static_cast<int64_t>(e & 3);
+    const int64_t take = std::min<int64_t>(32 - skip, n - j);
+    for (int64_t t = 0; t < take; ++t)
+      keep[j + t] = static_cast<float>(words[skip + t] >> 8) * (1.0f / 16777216.0f) >= p;
+    j += take;
   }
 }
 

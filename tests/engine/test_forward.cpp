@@ -8,7 +8,10 @@
 
 #include <omp.h>
 
+#include "engine/backend.h"
+#include "engine/cpu/philox_simd.h"
 #include "engine/ops.h"
+#include "engine/philox.h"
 
 using namespace fg;
 
@@ -281,6 +284,32 @@ TEST_CASE("forward: dropout masks, scaling and determinism") {
   CHECK(dropout(x, 0.25, false, g3).same(x));
   // The next draw of a generator gives a different mask.
   CHECK(dropout(x, 0.25, true, g1).to_vector<float>() != a);
+}
+
+TEST_CASE("forward: masks and uniform draws are the shared Philox words, element by element") {
+  // The CPU draws eight Philox blocks at a time (vectorized where the build allows);
+  // every element must still be word i % 4 of philox4x32(i / 4, offset, seed), the
+  // function the CUDA kernels use.
+  const uint64_t seed = 0x123456789abcdefULL, offset = 77;
+  for (const uint64_t first : {uint64_t{0}, uint64_t{5}, uint64_t{0xFFFFFFFCull}}) {
+    uint32_t words[32];
+    cpu::philox4x32_8(first, offset, seed, words);
+    for (int l = 0; l < 8; ++l) {
+      const Philox4 r = philox4x32(first + l, offset, seed);
+      for (int w = 0; w < 4; ++w) CHECK(words[4 * l + w] == r.v[w]);  // incl. the 2^32 carry
+    }
+  }
+  const int64_t n = 1001;  // not a multiple of 32 elements
+  const Tensor mask = Tensor::empty({n});
+  backend_for(kCPU).dropout_mask(mask, 0.3, seed, offset);
+  const Tensor uniform = Tensor::empty({n});
+  backend_for(kCPU).uniform(uniform, seed, offset, 0.0, 1.0);
+  const auto m = mask.to_vector<float>(), u = uniform.to_vector<float>();
+  for (int64_t i = 0; i < n; ++i) {
+    const float expected = philox_uniform(static_cast<uint64_t>(i), offset, seed);
+    REQUIRE(u[i] == doctest::Approx(expected).epsilon(1e-7));
+    REQUIRE(m[i] == (expected >= 0.3f ? 1.0f / 0.7f : 0.0f));
+  }
 }
 
 TEST_CASE("forward: random numbers are seeded and well distributed") {
