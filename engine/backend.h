@@ -152,6 +152,11 @@ class Backend {
                      const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
                      const AdamWParams& hyper) = 0;
 
+  // Sum of the squares of every element of x (contiguous) into the one-element out
+  // of x's dtype (the gradient norm). Default: square, then sum, through this
+  // backend's own operations; a backend may fuse the two.
+  virtual void sum_squares(const Tensor& x, const Tensor& out);
+
   // ---- optional fused kernels (ops fall back to composites when unsupported) ----
   virtual bool supports_attention(const AttentionShape& shape) const {
     (void)shape;

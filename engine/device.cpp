@@ -35,6 +35,12 @@ void register_backend(DeviceType type, Backend* backend) {
   g_backends[static_cast<int>(type)] = backend;
 }
 
+void Backend::sum_squares(const Tensor& x, const Tensor& out) {
+  const Tensor squares = Tensor::empty(x.shape(), x.dtype(), x.device());
+  if (x.numel()) unary(UnaryOp::Square, x, squares);
+  reduce(ReduceOp::Sum, squares, 1, x.numel(), 1, out);
+}
+
 void Backend::attention(const AttentionForwardArgs&) {
   FG_CHECK(false, "fused attention is not available on ", device().str());
 }

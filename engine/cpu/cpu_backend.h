@@ -44,6 +44,7 @@ class CpuBackend final : public Backend {
   void adamw(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
              const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
              const AdamWParams& hyper) override;
+  void sum_squares(const Tensor& x, const Tensor& out) override;
   bool supports_attention(const AttentionShape& shape) const override;
   void attention(const AttentionForwardArgs& args) override;
   void attention_backward(const AttentionBackwardArgs& args) override;

@@ -39,6 +39,17 @@ A sum_span(const T* x, int64_t n) {
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
+// Sum of squares of n contiguous values, as sum_span.
+template <class A, class T>
+A sum_squares_span(const T* x, int64_t n) {
+  A acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; ++k) acc[k] += static_cast<A>(x[i + k]) * static_cast<A>(x[i + k]);
+  for (; i < n; ++i) acc[0] += static_cast<A>(x[i]) * static_cast<A>(x[i]);
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
 // Long rows, fewer than the threads (a whole-tensor sum such as the gradient
 // norm's): fixed-size chunks summed in parallel, then their partial sums in
 // order, so the result does not depend on the number of threads.
@@ -119,6 +130,27 @@ void reduce_typed(ReduceOp op, const T* x, T* out, int64_t outer, int64_t r, int
 }
 
 }  // namespace
+
+void CpuBackend::sum_squares(const Tensor& x, const Tensor& out) {
+  FG_ASSERT(x.is_contiguous() && out.numel() == 1);
+  // Fixed chunks in parallel, then their partial sums in order (in double): one
+  // pass over x, and the same result for any thread count.
+  FG_DISPATCH_FLOAT(x.dtype(), "sum_squares", [&] {
+    const scalar_t* data = x.data<scalar_t>();
+    const int64_t n = x.numel(), chunks = (n + kSumChunk - 1) / kSumChunk;
+    std::vector<double> partial(static_cast<size_t>(chunks));
+    parallel_for(chunks, n, [&](int64_t begin, int64_t end) {
+      for (int64_t c = begin; c < end; ++c) {
+        const int64_t from = c * kSumChunk;
+        partial[static_cast<size_t>(c)] =
+            sum_squares_span<double>(data + from, std::min(kSumChunk, n - from));
+      }
+    });
+    double total = 0;
+    for (double v : partial) total += v;
+    *out.data<scalar_t>() = static_cast<scalar_t>(total);
+  });
+}
 
 void CpuBackend::reduce(ReduceOp op, const Tensor& x, int64_t outer, int64_t r, int64_t inner,
                         const Tensor& out) {

@@ -147,6 +147,30 @@ TEST_CASE("forward: long sums are accurate and do not depend on the thread count
   CHECK(std::abs(per_row[1] - second) <= 1e-6 * std::abs(second));
 }
 
+TEST_CASE("forward: the fused sum of squares equals square-then-sum, for any thread count") {
+  Backend& cpu = backend_for(kCPU);
+  for (const int64_t n : {int64_t{1}, int64_t{13}, int64_t{(1 << 18) + 5}}) {
+    for (const DType dtype : {DType::Float32, DType::Float64}) {
+      const Tensor x = random_f32({n}, 41, -2.0, 2.0).to(dtype);
+      const Tensor fused = Tensor::empty({}, dtype), composite = Tensor::empty({}, dtype);
+      cpu.sum_squares(x, fused);
+      cpu.Backend::sum_squares(x, composite);  // the default: square, then sum
+      const auto v = x.to_vector<double>();
+      double expected = 0;
+      for (double e : v) expected += e * e;
+      INFO("n " << n << " " << dtype_name(dtype));
+      CHECK(fused.item() == doctest::Approx(expected).epsilon(1e-6));
+      CHECK(composite.item() == doctest::Approx(expected).epsilon(1e-6));
+      const int threads = omp_get_max_threads();
+      omp_set_num_threads(1);
+      const Tensor one = Tensor::empty({}, dtype);
+      cpu.sum_squares(x, one);
+      omp_set_num_threads(threads);
+      CHECK(one.item() == fused.item());
+    }
+  }
+}
+
 TEST_CASE("forward: elementwise functions") {
   const Tensor x = Tensor::from_vector<double>({-2.0, -0.5, 0.0, 0.5, 3.0}, {5});
   const auto g = gelu(x).to_vector<double>();
