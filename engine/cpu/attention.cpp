@@ -17,6 +17,13 @@
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/philox_simd.h"
 
+#if defined(__AVX2__) && defined(FGMOE_HAVE_LIBMVEC)
+#define FGMOE_VECTOR_EXPF 1
+#include <immintrin.h>
+// glibc's vector math library: expf on eight floats (AVX2 variant).
+extern "C" __m256 _ZGVdN8v_expf(__m256);
+#endif
+
 namespace fg {
 
 namespace {
@@ -29,6 +36,34 @@ bool cpu_fused_attention() { return g_cpu_fused_attention.load(); }
 namespace cpu {
 
 namespace {
+
+// row[j] = exp(row[j] - shift) for j < n; returns the sum. float rows go eight at
+// a time through glibc's vector expf (libmvec, within an ulp or so of expf) when
+// the build targets AVX2 and libmvec is there.
+double exp_shifted(double* row, int64_t n, double shift) {
+  double total = 0;
+  for (int64_t j = 0; j < n; ++j) total += (row[j] = std::exp(row[j] - shift));
+  return total;
+}
+
+float exp_shifted(float* row, int64_t n, float shift) {
+  int64_t j = 0;
+  float total = 0;
+#if defined(FGMOE_VECTOR_EXPF)
+  const __m256 s = _mm256_set1_ps(shift);
+  __m256 acc = _mm256_setzero_ps();
+  for (; j + 8 <= n; j += 8) {
+    const __m256 e = _ZGVdN8v_expf(_mm256_sub_ps(_mm256_loadu_ps(row + j), s));
+    _mm256_storeu_ps(row + j, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, acc);
+  for (float v : lanes) total += v;
+#endif
+  for (; j < n; ++j) total += (row[j] = std::exp(row[j] - shift));
+  return total;
+}
 
 // A head's rows: element (i, d) of pair (b, h) is base[b * s0 + h * s1 + i * s2 + d].
 template <class T>
@@ -129,11 +164,7 @@ void forward_typed(const AttentionForwardArgs& a) {
       T* row = scores + i * lk;
       T peak = -std::numeric_limits<T>::infinity();
       for (int64_t j = 0; j < lk; ++j) peak = std::max(peak, row[j]);
-      T total = 0;
-      for (int64_t j = 0; j < lk; ++j) {
-        row[j] = std::exp(row[j] - peak);
-        total += row[j];
-      }
+      const T total = exp_shifted(row, lk, peak);
       lse[pair * lq + i] = static_cast<Lse<T>>(peak + std::log(total));
       const T inv = T(1) / total;
       if (drop) {
@@ -185,7 +216,7 @@ void backward_typed(const AttentionBackwardArgs& a) {
       T* row = probs + i * lk;
       T* drow = dropped + i * lk;
       const T shift = static_cast<T>(lse[pair * lq + i]);
-      for (int64_t j = 0; j < lk; ++j) row[j] = std::exp(row[j] - shift);
+      exp_shifted(row, lk, shift);
       if (drop) {
         uint8_t* krow = keep + i * lk;
         draw_keep(krow, lk, static_cast<uint64_t>((pair * lq + i) * lk), p, a.seed, a.offset);
