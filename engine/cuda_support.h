@@ -65,6 +65,7 @@ struct CudaMemoryStats {
   size_t peak_allocated = 0;      // since start or the last reset_peak
   size_t reserved = 0;            // bytes obtained from cudaMalloc (live + cached)
   size_t device_allocations = 0;  // cudaMalloc calls so far (flat in the steady state)
+  bool caching = true;            // false when FGMOE_CUDA_EXACT_ALLOC turns the cache off
 };
 CudaMemoryStats cuda_memory_stats();
 void cuda_reset_peak_memory();

@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -30,6 +29,7 @@
 #include "engine/optim/adamw.h"
 #include "models/reference_config.h"
 #include "models/soft_moe_vit.h"
+#include "tools/cli.h"
 
 using namespace fg;
 using Json = nlohmann::ordered_json;
@@ -117,15 +117,6 @@ struct Options {
   std::string python = FGMOE_PYTHON, data_path, json_path;
 };
 
-long parse_integer(const std::string& flag, const std::string& text, long minimum) {
-  char* end = nullptr;
-  errno = 0;
-  const long n = std::strtol(text.c_str(), &end, 10);
-  FG_CHECK(!text.empty() && end && *end == '\0' && errno == 0 && n >= minimum, flag, " needs ",
-           minimum == 0 ? "a non-negative" : "a positive", " integer, got '", text, "'");
-  return n;
-}
-
 Options parse_options(int argc, char** argv, bool& help) {
   Options o;
   o.threads = omp_get_max_threads();
@@ -134,11 +125,8 @@ Options parse_options(int argc, char** argv, bool& help) {
                                                    "--experts"};
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    auto value = [&]() -> std::string {
-      FG_CHECK(i + 1 < argc, "missing value after ", arg, " (see --help)");
-      return argv[++i];
-    };
-    auto positive = [&]() { return parse_integer(arg, value(), 1); };
+    auto value = [&] { return tools::option_value(argc, argv, i); };
+    auto positive = [&] { return tools::option_integer(arg, value(), 1); };
     if (arg == "--help" || arg == "-h") {
       help = true;
       return o;
@@ -147,15 +135,15 @@ Options parse_options(int argc, char** argv, bool& help) {
     else if (arg == "--image-size") o.image_size = positive();
     else if (arg == "--classes") { o.classes = positive(); o.classes_given = true; }
     else if (std::find(override_flags.begin(), override_flags.end(), arg) != override_flags.end())
-      o.overrides[arg] = parse_integer(arg, value(), arg == "--moe-layers" ? 0 : 1);
+      o.overrides[arg] = tools::option_integer(arg, value(), arg == "--moe-layers" ? 0 : 1);
     else if (arg == "--device") o.device = value();
     else if (arg == "--precision") o.precision = value();
     else if (arg == "--no-tf32") o.tf32 = false;
     else if (arg == "--attention") o.attention = value();
-    else if (arg == "--warmup") o.warmup = static_cast<int>(parse_integer(arg, value(), 0));
+    else if (arg == "--warmup") o.warmup = static_cast<int>(tools::option_integer(arg, value(), 0));
     else if (arg == "--steps") o.steps = static_cast<int>(positive());
     else if (arg == "--threads") o.threads = static_cast<int>(positive());
-    else if (arg == "--workers") o.workers = static_cast<int>(parse_integer(arg, value(), 0));
+    else if (arg == "--workers") o.workers = static_cast<int>(tools::option_integer(arg, value(), 0));
     else if (arg == "--breakdown") o.breakdown = true;
     else if (arg == "--peak-tflops") {
       const std::string v = value();

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -13,6 +12,7 @@
 #include "data/transforms.h"
 #include "engine/serialize/pth.h"
 #include "train/checkpoint.h"
+#include "tools/cli.h"
 #include "train/config.h"
 
 using namespace fg;
@@ -73,17 +73,8 @@ int main(int argc, char** argv) {
     std::vector<std::string> inputs;
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
-      auto value = [&]() -> std::string {
-        FG_CHECK(i + 1 < argc, "missing value after ", a, " (see --help)");
-        return argv[++i];
-      };
-      auto number = [&]() -> int64_t {
-        const std::string v = value();
-        char* end = nullptr;
-        const long long n = std::strtoll(v.c_str(), &end, 10);
-        FG_CHECK(end && *end == '\0' && n > 0, a, " needs a positive integer, got '", v, "'");
-        return n;
-      };
+      auto value = [&] { return tools::option_value(argc, argv, i); };
+      auto number = [&] { return tools::option_integer(a, value(), 1); };
       if (a == "-h" || a == "--help") { usage(); return 0; }
       else if (a == "--cfg") cfg_file = value();
       else if (a == "--model") preset = value();
@@ -114,9 +105,7 @@ int main(int argc, char** argv) {
 
     std::vector<std::string> class_names;
     if (!classes_file.empty()) {
-      std::ifstream f(classes_file);
-      FG_CHECK(f.good(), "cannot read ", classes_file);
-      for (std::string line; std::getline(f, line);) if (!line.empty()) class_names.push_back(line);
+      class_names = tools::read_lines(classes_file);
     } else if (!data_path.empty()) {
       class_names = data::ImageFolderDataset::scan(data_path, "train").classes();
     }

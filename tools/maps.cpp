@@ -64,6 +64,7 @@
 #include "models/alignment.h"
 #include "pixel_font.h"
 #include "train/checkpoint.h"
+#include "tools/cli.h"
 #include "train/config.h"
 
 using namespace fg;
@@ -452,15 +453,6 @@ std::string mask_in_folder(const fs::path& mask_folder, const fs::path& image, c
   return m;
 }
 
-std::vector<std::string> read_lines(const std::string& path) {
-  std::ifstream f(path);
-  FG_CHECK(f.good(), "cannot read ", path);
-  std::vector<std::string> out;
-  for (std::string line; std::getline(f, line);)
-    if (!line.empty()) out.push_back(line);
-  return out;
-}
-
 std::string unique_figure_path(const fs::path& out, const std::string& stem, std::set<std::string>& used) {
   std::string name = stem + "_maps.png";
   for (int i = 2; used.count(name); ++i) name = stem + "_" + std::to_string(i) + "_maps.png";
@@ -479,18 +471,8 @@ int main(int argc, char** argv) {
     std::vector<std::string> images;
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
-      auto value = [&]() -> std::string {
-        FG_CHECK(i + 1 < argc, "missing value after ", a, " (see --help)");
-        return argv[++i];
-      };
-      auto number = [&](int64_t low) -> int64_t {
-        const std::string v = value();
-        char* end = nullptr;
-        const long long n = std::strtoll(v.c_str(), &end, 10);
-        FG_CHECK(!v.empty() && end && *end == '\0' && n >= low, a, " needs an integer of at least ", low,
-                 ", got '", v, "'");
-        return n;
-      };
+      auto value = [&] { return tools::option_value(argc, argv, i); };
+      auto number = [&](int64_t low) { return tools::option_integer(a, value(), low); };
       if (a == "-h" || a == "--help") { usage(); return 0; }
       else if (a == "--cfg") cfg_file = value();
       else if (a == "--model") preset = value();
@@ -588,7 +570,7 @@ int main(int argc, char** argv) {
 
     std::vector<std::string> class_names;
     if (!classes_file.empty()) {
-      class_names = read_lines(classes_file);
+      class_names = tools::read_lines(classes_file);
     } else if (!data_path.empty()) {
       class_names = data::ImageFolderDataset::scan(data_path, "train", "", nullptr, [](const std::string&) {}).classes();
     } else if (!dataset_root.empty()) {

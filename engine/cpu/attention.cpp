@@ -114,143 +114,155 @@ void for_each_pair(int64_t pairs, F f) {
   }
 }
 
-// Per-thread scratch, sized for the largest call so far.
+// Per-thread scratch, sized for the largest call so far: two Lq x Lk score
+// matrices and the dropout decisions for one.
 template <class T>
 struct Scratch {
-  std::vector<T> a, b, c;
+  std::vector<T> probs, dropped;
   std::vector<uint8_t> keep;
 };
 
 template <class T>
-std::vector<Scratch<T>>& scratch(int64_t threads, int64_t matrix) {
+std::vector<Scratch<T>>& scratch(int64_t matrix) {
   thread_local std::vector<Scratch<T>> per_thread;
-  if (static_cast<int64_t>(per_thread.size()) < threads) per_thread.resize(threads);
+  per_thread.resize(std::max<size_t>(per_thread.size(), static_cast<size_t>(omp_get_max_threads())));
   for (auto& s : per_thread) {
-    if (static_cast<int64_t>(s.a.size()) < matrix) {
-      s.a.resize(matrix);
-      s.b.resize(matrix);
-      s.c.resize(matrix);
+    if (static_cast<int64_t>(s.probs.size()) < matrix) {
+      s.probs.resize(matrix);
+      s.dropped.resize(matrix);
       s.keep.resize(matrix);
     }
   }
   return per_thread;
 }
 
-// The lse type: float32 for float32 inputs, float64 for float64 (so float64
-// gradient checks see no rounding of the saved statistics).
+// What the forward and the backward read alike: sizes, the q, k, v and output
+// heads, the saved log-sum-exp (in T: float32 for float32, float64 for float64),
+// and the dropout stream.
 template <class T>
-using Lse = std::conditional_t<std::is_same_v<T, double>, double, float>;
+struct Problem {
+  const AttentionShape& s;
+  int64_t lq, lk, d, heads, pairs;
+  HeadView<T> q, k, v, out;
+  T* lse;
+  bool drop;
+  float p;
+  T keep_scale;
+  uint64_t seed, offset;
+
+  template <class Args>
+  explicit Problem(const Args& a)
+      : s(a.shape), lq(s.q_len), lk(s.kv_len), d(s.head_dim), heads(s.heads),
+        pairs(s.batch * s.heads), q(head_view<T>(a.q, s, lq, "q")), k(head_view<T>(a.k, s, lk, "k")),
+        v(head_view<T>(a.v, s, lk, "v")), out(head_view<T>(a.out, s, lq, "out")),
+        lse(nullptr), drop(s.dropout && a.dropout_p > 0.0), p(static_cast<float>(a.dropout_p)),
+        keep_scale(drop ? static_cast<T>(1.0 / (1.0 - a.dropout_p)) : T(1)), seed(a.seed),
+        offset(a.offset) {
+    FG_CHECK(a.logsumexp.defined() && a.logsumexp.is_contiguous() &&
+                 a.logsumexp.numel() == pairs * lq && a.logsumexp.dtype() == DTypeOf<T>::value,
+             "attention: the log-sum-exp must be a contiguous ", dtype_name(DTypeOf<T>::value),
+             " tensor of B * H * Lq values");
+    lse = a.logsumexp.template data<T>();
+  }
+
+  // The dropout decisions of row i of pair `pair` (mask element ((pair * Lq) + i) * Lk + j).
+  void draw_row(uint8_t* keep, int64_t pair, int64_t i) const {
+    draw_keep(keep, lk, static_cast<uint64_t>((pair * lq + i) * lk), p, seed, offset);
+  }
+};
 
 template <class T>
 void forward_typed(const AttentionForwardArgs& a) {
-  const AttentionShape& s = a.shape;
-  const int64_t lq = s.q_len, lk = s.kv_len, d = s.head_dim, heads = s.heads;
-  const HeadView<T> q = head_view<T>(a.q, s, lq, "q"), k = head_view<T>(a.k, s, lk, "k"),
-                    v = head_view<T>(a.v, s, lk, "v"), out = head_view<T>(a.out, s, lq, "out");
-  Lse<T>* lse = a.logsumexp.data<Lse<T>>();
-  const bool drop = s.dropout && a.dropout_p > 0.0;
-  const float p = static_cast<float>(a.dropout_p);
-  const T keep_scale = drop ? static_cast<T>(1.0 / (1.0 - a.dropout_p)) : T(1);
-  const int64_t pairs = s.batch * heads;
-  auto& buffers = scratch<T>(std::max(omp_get_max_threads(), 1), lq * lk);
-  for_each_pair(pairs, [&](int64_t pair, int thread) {
-    const int64_t b = pair / heads, h = pair % heads;
+  const Problem<T> pb(a);
+  const int64_t lq = pb.lq, lk = pb.lk;
+  auto& buffers = scratch<T>(lq * lk);
+  for_each_pair(pb.pairs, [&](int64_t pair, int thread) {
+    const int64_t b = pair / pb.heads, h = pair % pb.heads;
     Scratch<T>& buf = buffers[static_cast<size_t>(thread)];
-    T* scores = buf.a.data();
+    T* scores = buf.probs.data();
     // scores = scale * q k^T
-    blas_gemm(CblasNoTrans, CblasTrans, lq, lk, d, a.scale, q.row0(b, h), q.s2, k.row0(b, h), k.s2,
-              0.0, scores, lk);
+    blas_gemm(CblasNoTrans, CblasTrans, lq, lk, pb.d, a.scale, pb.q.row0(b, h), pb.q.s2,
+              pb.k.row0(b, h), pb.k.s2, 0.0, scores, lk);
     for (int64_t i = 0; i < lq; ++i) {
       T* row = scores + i * lk;
       T peak = -std::numeric_limits<T>::infinity();
       for (int64_t j = 0; j < lk; ++j) peak = std::max(peak, row[j]);
       const T total = exp_shifted(row, lk, peak);
-      lse[pair * lq + i] = static_cast<Lse<T>>(peak + std::log(total));
+      pb.lse[pair * lq + i] = peak + std::log(total);
       const T inv = T(1) / total;
-      if (drop) {
+      if (pb.drop) {
         uint8_t* keep = buf.keep.data();
-        draw_keep(keep, lk, static_cast<uint64_t>((pair * lq + i) * lk), p, a.seed, a.offset);
-        const T kept = inv * keep_scale;
+        pb.draw_row(keep, pair, i);
+        const T kept = inv * pb.keep_scale;
         for (int64_t j = 0; j < lk; ++j) row[j] = keep[j] ? row[j] * kept : T(0);
       } else {
         for (int64_t j = 0; j < lk; ++j) row[j] *= inv;
       }
     }
     // out = probs v
-    blas_gemm(CblasNoTrans, CblasNoTrans, lq, d, lk, 1.0, scores, lk, v.row0(b, h), v.s2, 0.0,
-              out.row0(b, h), out.s2);
+    blas_gemm(CblasNoTrans, CblasNoTrans, lq, pb.d, lk, 1.0, scores, lk, pb.v.row0(b, h), pb.v.s2,
+              0.0, pb.out.row0(b, h), pb.out.s2);
   });
 }
 
 template <class T>
 void backward_typed(const AttentionBackwardArgs& a) {
+  const Problem<T> pb(a);
+  const int64_t lq = pb.lq, lk = pb.lk, d = pb.d;
   const AttentionShape& s = a.shape;
-  const int64_t lq = s.q_len, lk = s.kv_len, d = s.head_dim, heads = s.heads;
-  const HeadView<T> q = head_view<T>(a.q, s, lq, "q"), k = head_view<T>(a.k, s, lk, "k"),
-                    v = head_view<T>(a.v, s, lk, "v"), out = head_view<T>(a.out, s, lq, "out"),
-                    gout = head_view<T>(a.grad_out, s, lq, "grad_out"),
+  const HeadView<T> gout = head_view<T>(a.grad_out, s, lq, "grad_out"),
                     gq = head_view<T>(a.grad_q, s, lq, "grad_q"),
                     gk = head_view<T>(a.grad_k, s, lk, "grad_k"),
                     gv = head_view<T>(a.grad_v, s, lk, "grad_v");
-  FG_CHECK(a.logsumexp.defined() && a.logsumexp.is_contiguous() &&
-               a.logsumexp.numel() == s.batch * heads * lq &&
-               a.logsumexp.dtype() == (std::is_same_v<T, double> ? DType::Float64 : DType::Float32),
-           "attention backward: logsumexp from the forward is missing");
-  const Lse<T>* lse = a.logsumexp.data<Lse<T>>();
-  const bool drop = s.dropout && a.dropout_p > 0.0;
-  const float p = static_cast<float>(a.dropout_p);
-  const T keep_scale = drop ? static_cast<T>(1.0 / (1.0 - a.dropout_p)) : T(1);
-  const int64_t pairs = s.batch * heads;
-  auto& buffers = scratch<T>(std::max(omp_get_max_threads(), 1), lq * lk);
-  for_each_pair(pairs, [&](int64_t pair, int thread) {
-    const int64_t b = pair / heads, h = pair % heads;
+  auto& buffers = scratch<T>(lq * lk);
+  for_each_pair(pb.pairs, [&](int64_t pair, int thread) {
+    const int64_t b = pair / pb.heads, h = pair % pb.heads;
     Scratch<T>& buf = buffers[static_cast<size_t>(thread)];
-    T* probs = buf.a.data();    // P, recomputed
-    T* dropped = buf.b.data();  // P with dropout, then dP with dropout
+    T* probs = buf.probs.data();      // P, recomputed
+    T* dropped = buf.dropped.data();  // P with dropout, then dP with dropout
     uint8_t* keep = buf.keep.data();
-    const T* qh = q.row0(b, h);
-    const T* kh = k.row0(b, h);
+    const T* qh = pb.q.row0(b, h);
+    const T* kh = pb.k.row0(b, h);
     const T* goh = gout.row0(b, h);
-    blas_gemm(CblasNoTrans, CblasTrans, lq, lk, d, a.scale, qh, q.s2, kh, k.s2, 0.0, probs, lk);
+    blas_gemm(CblasNoTrans, CblasTrans, lq, lk, d, a.scale, qh, pb.q.s2, kh, pb.k.s2, 0.0, probs, lk);
     for (int64_t i = 0; i < lq; ++i) {
       T* row = probs + i * lk;
       T* drow = dropped + i * lk;
-      const T shift = static_cast<T>(lse[pair * lq + i]);
-      exp_shifted(row, lk, shift);
-      if (drop) {
+      exp_shifted(row, lk, pb.lse[pair * lq + i]);
+      if (pb.drop) {
         uint8_t* krow = keep + i * lk;
-        draw_keep(krow, lk, static_cast<uint64_t>((pair * lq + i) * lk), p, a.seed, a.offset);
-        for (int64_t j = 0; j < lk; ++j) drow[j] = krow[j] ? row[j] * keep_scale : T(0);
+        pb.draw_row(krow, pair, i);
+        for (int64_t j = 0; j < lk; ++j) drow[j] = krow[j] ? row[j] * pb.keep_scale : T(0);
       }
     }
     // dV = P_drop^T dO
-    blas_gemm(CblasTrans, CblasNoTrans, lk, d, lq, 1.0, drop ? dropped : probs, lk, goh, gout.s2,
+    blas_gemm(CblasTrans, CblasNoTrans, lk, d, lq, 1.0, pb.drop ? dropped : probs, lk, goh, gout.s2,
               0.0, gv.row0(b, h), gv.s2);
     // dP_drop = dO V^T
-    blas_gemm(CblasNoTrans, CblasTrans, lq, lk, d, 1.0, goh, gout.s2, v.row0(b, h), v.s2, 0.0,
+    blas_gemm(CblasNoTrans, CblasTrans, lq, lk, d, 1.0, goh, gout.s2, pb.v.row0(b, h), pb.v.s2, 0.0,
               dropped, lk);
     // dS = P * (dP - rowsum(dO * O)), with dP = dP_drop * mask; rowsum(dP * P) equals
     // dO . O (also with dropout), so the rows need no second pass.
-    const T* oh = out.row0(b, h);
+    const T* oh = pb.out.row0(b, h);
     for (int64_t i = 0; i < lq; ++i) {
-      const T* orow = oh + i * out.s2;
+      const T* orow = oh + i * pb.out.s2;
       const T* grow = goh + i * gout.s2;
       T delta = 0;
       for (int64_t c = 0; c < d; ++c) delta += orow[c] * grow[c];
       T* prow = probs + i * lk;
       const T* drow = dropped + i * lk;
-      if (drop) {
+      if (pb.drop) {
         const uint8_t* krow = keep + i * lk;
         for (int64_t j = 0; j < lk; ++j)
-          prow[j] *= (krow[j] ? drow[j] * keep_scale : T(0)) - delta;
+          prow[j] *= (krow[j] ? drow[j] * pb.keep_scale : T(0)) - delta;
       } else {
         for (int64_t j = 0; j < lk; ++j) prow[j] *= drow[j] - delta;
       }
     }
     // dQ = scale * dS K, dK = scale * dS^T Q
-    blas_gemm(CblasNoTrans, CblasNoTrans, lq, d, lk, a.scale, probs, lk, kh, k.s2, 0.0,
+    blas_gemm(CblasNoTrans, CblasNoTrans, lq, d, lk, a.scale, probs, lk, kh, pb.k.s2, 0.0,
               gq.row0(b, h), gq.s2);
-    blas_gemm(CblasTrans, CblasNoTrans, lk, d, lq, a.scale, probs, lk, qh, q.s2, 0.0,
+    blas_gemm(CblasTrans, CblasNoTrans, lk, d, lq, a.scale, probs, lk, qh, pb.q.s2, 0.0,
               gk.row0(b, h), gk.s2);
   });
 }

@@ -27,52 +27,51 @@ struct Accum {
   using type = double;  // float sums accumulate in double for accuracy
 };
 
-// Sum of n contiguous values in the accumulator type, eight running sums (two
-// vector registers of doubles).
-template <class A, class T>
+// Sum of n contiguous values, or of their squares, in the accumulator type A:
+// eight running sums (two vector registers of doubles).
+template <class A, bool Squares, class T>
 A sum_span(const T* x, int64_t n) {
+  auto term = [](T v) {
+    const A a = static_cast<A>(v);
+    return Squares ? a * a : a;
+  };
   A acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
-    for (int k = 0; k < 8; ++k) acc[k] += static_cast<A>(x[i + k]);
-  for (; i < n; ++i) acc[0] += static_cast<A>(x[i]);
+    for (int k = 0; k < 8; ++k) acc[k] += term(x[i + k]);
+  for (; i < n; ++i) acc[0] += term(x[i]);
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
-// Sum of squares of n contiguous values, as sum_span.
-template <class A, class T>
-A sum_squares_span(const T* x, int64_t n) {
-  A acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int k = 0; k < 8; ++k) acc[k] += static_cast<A>(x[i + k]) * static_cast<A>(x[i + k]);
-  for (; i < n; ++i) acc[0] += static_cast<A>(x[i]) * static_cast<A>(x[i]);
-  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-}
-
-// Long rows, fewer than the threads (a whole-tensor sum such as the gradient
-// norm's): fixed-size chunks summed in parallel, then their partial sums in
-// order, so the result does not depend on the number of threads.
+// Sums (or sums of squares) of `rows` rows of n contiguous values, for long rows
+// and fewer rows than threads (a whole-tensor sum, the gradient norm): fixed-size
+// chunks summed in parallel, then each row's partial sums in order, so the
+// result does not depend on the number of threads.
 constexpr int64_t kSumChunk = int64_t{1} << 16;
+
+template <class A, bool Squares, class T>
+void chunked_row_sums(const T* x, int64_t rows, int64_t n, T* out) {
+  const int64_t chunks = (n + kSumChunk - 1) / kSumChunk;
+  std::vector<A> partial(static_cast<size_t>(rows * chunks));
+  parallel_for(rows * chunks, rows * n, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t o = t / chunks, from = (t % chunks) * kSumChunk;
+      partial[static_cast<size_t>(t)] =
+          sum_span<A, Squares>(x + o * n + from, std::min(kSumChunk, n - from));
+    }
+  });
+  for (int64_t o = 0; o < rows; ++o) {
+    A total = 0;
+    for (int64_t c = 0; c < chunks; ++c) total += partial[static_cast<size_t>(o * chunks + c)];
+    out[o] = static_cast<T>(total);
+  }
+}
 
 template <class T>
 void reduce_typed(ReduceOp op, const T* x, T* out, int64_t outer, int64_t r, int64_t inner) {
   using A = typename Accum<T>::type;
   if (inner == 1 && op == ReduceOp::Sum && r >= 4 * kSumChunk) {
-    const int64_t chunks = (r + kSumChunk - 1) / kSumChunk;
-    std::vector<A> partial(static_cast<size_t>(outer * chunks));
-    parallel_for(outer * chunks, outer * r, [&](int64_t begin, int64_t end) {
-      for (int64_t t = begin; t < end; ++t) {
-        const int64_t o = t / chunks, c = t % chunks;
-        const int64_t from = c * kSumChunk, count = std::min(kSumChunk, r - from);
-        partial[static_cast<size_t>(t)] = sum_span<A>(x + o * r + from, count);
-      }
-    });
-    for (int64_t o = 0; o < outer; ++o) {
-      A total = 0;
-      for (int64_t c = 0; c < chunks; ++c) total += partial[static_cast<size_t>(o * chunks + c)];
-      out[o] = static_cast<T>(total);
-    }
+    chunked_row_sums<A, false>(x, outer, r, out);
     return;
   }
   if (inner == 1) {
@@ -80,7 +79,7 @@ void reduce_typed(ReduceOp op, const T* x, T* out, int64_t outer, int64_t r, int
       for (int64_t o = begin; o < end; ++o) {
         const T* row = x + o * r;
         if (op == ReduceOp::Sum) {
-          out[o] = static_cast<T>(sum_span<A>(row, r));
+          out[o] = static_cast<T>(sum_span<A, false>(row, r));
         } else {
           T best = row[0];
           if (op == ReduceOp::Max) {
@@ -133,22 +132,9 @@ void reduce_typed(ReduceOp op, const T* x, T* out, int64_t outer, int64_t r, int
 
 void CpuBackend::sum_squares(const Tensor& x, const Tensor& out) {
   FG_ASSERT(x.is_contiguous() && out.numel() == 1);
-  // Fixed chunks in parallel, then their partial sums in order (in double): one
-  // pass over x, and the same result for any thread count.
+  // One pass over x in double, the same result for any thread count.
   FG_DISPATCH_FLOAT(x.dtype(), "sum_squares", [&] {
-    const scalar_t* data = x.data<scalar_t>();
-    const int64_t n = x.numel(), chunks = (n + kSumChunk - 1) / kSumChunk;
-    std::vector<double> partial(static_cast<size_t>(chunks));
-    parallel_for(chunks, n, [&](int64_t begin, int64_t end) {
-      for (int64_t c = begin; c < end; ++c) {
-        const int64_t from = c * kSumChunk;
-        partial[static_cast<size_t>(c)] =
-            sum_squares_span<double>(data + from, std::min(kSumChunk, n - from));
-      }
-    });
-    double total = 0;
-    for (double v : partial) total += v;
-    *out.data<scalar_t>() = static_cast<scalar_t>(total);
+    chunked_row_sums<double, true>(x.data<scalar_t>(), 1, x.numel(), out.data<scalar_t>());
   });
 }
 

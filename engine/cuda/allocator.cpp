@@ -156,6 +156,7 @@ CudaMemoryStats cuda_memory_stats() {
   stats.peak_allocated = p.peak;
   stats.reserved = p.reserved;
   stats.device_allocations = p.device_allocations;
+  stats.caching = !p.exact;
   return stats;
 }
 

@@ -290,9 +290,8 @@ Tensor packed_attention(const Tensor& qkv_in, int64_t heads, double dropout_p, b
   }
   Tensor parts[3];
   {
-    NoGradGuard no_grad;
-    const Tensor flat = qkv.detach().stride(2) == 1 ? qkv.detach() : qkv.detach().contiguous();
-    for (int64_t i = 0; i < 3; ++i) parts[i] = attention_view(packed_part(flat, i, heads));
+    NoGradGuard no_grad;  // views of qkv (copies only where its layout needs them)
+    for (int64_t i = 0; i < 3; ++i) parts[i] = attention_view(packed_part(qkv, i, heads));
   }
   const AttentionForwardArgs saved =
       fused_attention_forward(shape, parts[0], parts[1], parts[2], scale, dropout_p, gen);

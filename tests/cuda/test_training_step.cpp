@@ -3,8 +3,6 @@
 // caching allocator serves every block.
 #include <doctest/doctest.h>
 
-#include <cstdlib>
-
 #include "cuda_test_util.h"
 #include "tests/models/training_step.h"
 
@@ -12,18 +10,7 @@ using namespace fg;
 
 TEST_CASE("cuda: after warm-up a training step neither synchronizes through host reads nor calls cudaMalloc") {
   FG_SKIP_WITHOUT_GPU();
-  models::ModelConfig c = models::model_preset("soft_moe_32", 10);
-  c.image_size = 64;
-  c.patch_size = 8;
-  c.width = 128;
-  c.heads = 2;  // head dim 64, as the fused attention kernel takes
-  c.depth = 3;
-  c.ffn_width = 512;
-  c.moe_layers = 2;
-  c.num_experts = 8;
-  c.slots_per_expert = 2;
-  c.layer_scale_layers = {2};
-  c.aux_layer = 2;
+  const models::ModelConfig c = testing::step_test_config(2);  // head dim 64, as the fused kernel takes
   for (const bool bf16 : {false, true}) {
     INFO("bf16 autocast: " << bf16);
     testing::StepFixture fixture(c, kCUDA);
@@ -35,9 +22,9 @@ TEST_CASE("cuda: after warm-up a training step neither synchronizes through host
     for (int i = 0; i < 3; ++i) step();
     CHECK(host_read_count() - reads == 0);
     backend_for(kCUDA).synchronize();
-    // With the cache off (FGMOE_CUDA_EXACT_ALLOC=1, as under compute-sanitizer memcheck)
+    // With the cache off (FGMOE_CUDA_EXACT_ALLOC, as under compute-sanitizer memcheck)
     // every block is a cudaMalloc by design.
-    if (!std::getenv("FGMOE_CUDA_EXACT_ALLOC"))
+    if (cuda_memory_stats().caching)
       CHECK(cuda_memory_stats().device_allocations - mallocs == 0);
   }
 }

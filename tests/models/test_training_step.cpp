@@ -11,28 +11,8 @@
 
 using namespace fg;
 
-namespace {
-
-models::ModelConfig step_config() {
-  models::ModelConfig c = models::model_preset("soft_moe_32", 10);
-  c.image_size = 64;
-  c.patch_size = 8;  // 64 tokens: activations above the allocator's 64 KiB small-block limit
-  c.width = 128;
-  c.heads = 4;
-  c.depth = 3;
-  c.ffn_width = 512;
-  c.moe_layers = 2;
-  c.num_experts = 8;
-  c.slots_per_expert = 2;
-  c.layer_scale_layers = {2};
-  c.aux_layer = 2;
-  return c;
-}
-
-}  // namespace
-
 TEST_CASE("training step: after warm-up, no host reads and no new system memory (CPU)") {
-  testing::StepFixture fixture(step_config(), kCPU);
+  testing::StepFixture fixture(testing::step_test_config(4), kCPU);
   for (int i = 0; i < 2; ++i) fixture.step();  // warm-up: the cache and AdamW's state fill
   const uint64_t reads = host_read_count();
   const size_t allocations = cpu::system_allocations();

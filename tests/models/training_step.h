@@ -15,6 +15,25 @@
 
 namespace fg::testing {
 
+// A small Soft MoE ViT whose activations and weights exceed the CPU allocator's
+// 64 KiB small-block limit (64 tokens of width 128), with the method's LayerScale
+// and auxiliary loss.
+inline models::ModelConfig step_test_config(int64_t heads) {
+  models::ModelConfig c = models::model_preset("soft_moe_32", 10);
+  c.image_size = 64;
+  c.patch_size = 8;
+  c.width = 128;
+  c.heads = heads;
+  c.depth = 3;
+  c.ffn_width = 512;
+  c.moe_layers = 2;
+  c.num_experts = 8;
+  c.slots_per_expert = 2;
+  c.layer_scale_layers = {2};
+  c.aux_layer = 2;
+  return c;
+}
+
 struct StepFixture {
   models::SoftMoEViT model;
   std::vector<Tensor> decay, no_decay;
