@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "engine/cuda_support.h"
+
 namespace fg::data {
 
 namespace {
@@ -18,12 +20,25 @@ class AlignedHostAllocator : public HostAllocator {
   void deallocate(void* pointer, size_t) override { std::free(pointer); }
 };
 
+// Page-locked memory the GPU reads by DMA, so batches upload without staging
+// (ordinary aligned memory when there is no GPU).
+class PinnedHostAllocator : public HostAllocator {
+ public:
+  void* allocate(size_t nbytes) override { return pinned_alloc(nbytes); }
+  void deallocate(void* pointer, size_t) override { pinned_free(pointer); }
+};
+
 size_t align64(size_t n) { return (n + 63) / 64 * 64; }
 
 }  // namespace
 
 std::shared_ptr<HostAllocator> default_host_allocator() {
   static auto allocator = std::make_shared<AlignedHostAllocator>();
+  return allocator;
+}
+
+std::shared_ptr<HostAllocator> pinned_host_allocator() {
+  static auto allocator = std::make_shared<PinnedHostAllocator>();
   return allocator;
 }
 

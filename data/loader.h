@@ -44,6 +44,9 @@ class HostAllocator {
   virtual void deallocate(void* pointer, size_t nbytes) = 0;
 };
 std::shared_ptr<HostAllocator> default_host_allocator();
+// Page-locked host memory when a GPU is present (batches then upload without
+// staging), the default's aligned memory otherwise.
+std::shared_ptr<HostAllocator> pinned_host_allocator();
 
 // One batch. All tensors live on the host in a single allocation from the
 // loader's HostAllocator, recycled once every tensor of the batch is gone.

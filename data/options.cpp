@@ -104,6 +104,8 @@ void DataOptions::set(const std::string& key, const std::string& value) {
     mixup_mode = parse_string(value);
   else if (key == "AUG.CUTMIX_MOVES_MASK")
     cutmix_moves_mask = parse_bool(key, value);
+  else if (key == "DATA.JPEG_DCT_SCALING")
+    jpeg_dct_scaling = parse_bool(key, value);
   else if (key == "MODEL.LABEL_SMOOTHING")
     label_smoothing = parse_number(key, value);
   else

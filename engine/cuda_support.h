@@ -7,7 +7,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
+#include "engine/device.h"
 #include "engine/tensor.h"
 
 namespace fg {
@@ -46,6 +48,35 @@ class UploadFence {
 
  private:
   [[maybe_unused]] void* event_ = nullptr;  // cudaEvent_t (unused without CUDA)
+};
+
+// Uploads the host tensors of one batch after another without waiting for the
+// device: each upload is queued with copy_to_device_async, and the host tensors
+// are kept alive until a fence recorded after them reports that the copies have
+// run, so a loader cannot refill memory the device is still reading. For a CPU
+// device the host tensors are used as they are. A training loop calls, per
+// batch: release() (before fetching the next batch), upload() for each tensor,
+// then commit().
+class BatchUploader {
+ public:
+  explicit BatchUploader(Device device) : device_(device) {}
+  ~BatchUploader();
+  BatchUploader(const BatchUploader&) = delete;
+  BatchUploader& operator=(const BatchUploader&) = delete;
+  // Waits for the committed batch's copies (normally long done) and lets go of its host tensors.
+  void release();
+  // The device copy of the CPU tensor `host`, queued; an undefined tensor stays undefined.
+  Tensor upload(const Tensor& host);
+  // Marks the end of this batch's copies.
+  void commit();
+  // Host tensors still held (their copies may be in flight).
+  size_t held() const { return held_.size(); }
+
+ private:
+  Device device_;
+  std::vector<Tensor> held_;
+  bool committed_ = true;
+  UploadFence fence_;
 };
 
 // ---- the device ----

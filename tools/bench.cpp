@@ -403,6 +403,7 @@ int main(int argc, char** argv) {
       lopt.train = true;
       lopt.shuffle = true;
       lopt.drop_last = true;
+      if (cuda) lopt.allocator = data::pinned_host_allocator();  // as the trainer's DATA.PIN_MEMORY
       loader = std::make_unique<data::DataLoader>(dataset, dopt, lopt);
     }
 
@@ -475,6 +476,7 @@ int main(int argc, char** argv) {
     fg_side.name = "fgmoe";
     fg_side.available = true;
     std::vector<double> wait_times, end_to_end;
+    BatchUploader uploader(device);
     for (int it = 0; it < o.warmup + o.steps; ++it) {
       if (it == o.warmup) {
         backend.synchronize();
@@ -482,13 +484,16 @@ int main(int argc, char** argv) {
       }
       const double t_start = now();
       if (loader) {
+        uploader.release();
         data::Batch b = next_batch();
         const double t_got = now();
-        images = b.images.to(device);
+        // Queued uploads from pinned memory, as the trainer makes them.
+        images = uploader.upload(b.images);
         const bool use_masks = b.masks.defined() && config.aux_layer >= 0;
-        masks = use_masks ? b.masks.to(device) : Tensor();
-        mask_valid = use_masks && b.mask_valid.defined() ? b.mask_valid.to(device) : Tensor();
-        targets = b.targets.to(device);
+        masks = use_masks ? uploader.upload(b.masks) : Tensor();
+        mask_valid = use_masks ? uploader.upload(b.mask_valid) : Tensor();
+        targets = uploader.upload(b.targets);
+        uploader.commit();
         if (it >= o.warmup) wait_times.push_back(t_got - t_start);
       }
       const double t0 = loader ? now() : t_start;  // the step proper starts from the batch in hand

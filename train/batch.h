@@ -13,11 +13,22 @@ namespace fg::train {
 struct Batch {
   Tensor images;      // (B, C, H, W) float32, normalized
   Tensor labels;      // (B) int64
-  Tensor targets;     // (B, classes) float32 soft targets after mixup/cutmix, or undefined
+  Tensor targets;     // (B, classes) float32 soft targets (label smoothing, mixup/cutmix
+                      // applied), or undefined: then built from labels
   Tensor masks;       // (B, 1, H, W) float32 foreground masks, or undefined
   Tensor mask_valid;  // (B) bool: the sample has a usable mask, or undefined
   int64_t size() const { return images.defined() ? images.size(0) : 0; }
 };
+
+// Targets for soft_cross_entropy from 1-D host labels: one-hot with label
+// smoothing (on = 1 - s + s/C, off = s/C), the loss cross_entropy(logits,
+// labels, s) computes. Checked and built on the host, so a device never has to
+// send labels back; a label outside [0, classes) fails naming `where` and the row.
+Tensor targets_from_labels(const Tensor& labels, int64_t classes, double smoothing, const std::string& where);
+
+// What a batch trains on: its own soft targets when it has them (checked to be
+// (B, classes)), else targets_from_labels(labels, classes, smoothing).
+Tensor batch_targets(const Batch& batch, int64_t classes, double smoothing, const std::string& where);
 
 class BatchSource {
  public:

@@ -11,7 +11,8 @@ Json default_config() {
   Json c;
   c["DATA"] = {{"BATCH_SIZE", 128},        {"DATA_PATH", ""},        {"DATASET", "imagenet"},
                {"IMG_SIZE", 224},          {"INTERPOLATION", "bicubic"}, {"PIN_MEMORY", true},
-               {"NUM_WORKERS", 8},         {"PREFETCH", 4},          {"MASKS", true}};
+               {"NUM_WORKERS", 8},         {"PREFETCH", 4},          {"MASKS", true},
+               {"JPEG_DCT_SCALING", true}};
   c["MODEL"] = {{"TYPE", "soft_moe_32"},  {"NAME", "soft_moe_32"}, {"PRETRAINED", ""},
                 {"RESUME", ""},           {"NUM_CLASSES", 1000},   {"LABEL_SMOOTHING", 0.1}};
   c["MODEL"]["SOFT_MOE"] = {
@@ -58,6 +59,8 @@ std::vector<std::pair<std::string, std::string>> config_key_docs() {
       {"DATA.NUM_WORKERS", "decoding and augmentation threads"},
       {"DATA.PREFETCH", "batches prepared ahead of the training step"},
       {"DATA.MASKS", "read foreground masks from train_mask/ (needed for the auxiliary loss)"},
+      {"DATA.JPEG_DCT_SCALING", "decode a JPEG at 1/2, 1/4 or 1/8 size when the crop keeps IMG_SIZE pixels per "
+                                "side there (faster on large images; false: pixels exactly as the reference's)"},
       {"MODEL.TYPE", "soft_moe_32 (the paper's model), soft_moe_128 or vit (dense baseline)"},
       {"MODEL.NAME", "run name; the output folder is OUTPUT/NAME/TAG"},
       {"MODEL.PRETRAINED", "weights to start from (.pth state dict, checkpoint or .safetensors)"},

@@ -45,7 +45,7 @@ std::string text_of(const Json& v) { return v.is_string() ? v.get<std::string>()
 
 data::DataOptions data_options(const Config& c) {
   data::DataOptions o;
-  for (const char* key : {"DATA.IMG_SIZE", "DATA.INTERPOLATION", "DATA.MASKS", "TEST.CROP", "AUG.COLOR_JITTER",
+  for (const char* key : {"DATA.IMG_SIZE", "DATA.INTERPOLATION", "DATA.MASKS", "DATA.JPEG_DCT_SCALING", "TEST.CROP", "AUG.COLOR_JITTER",
                           "AUG.AUTO_AUGMENT", "AUG.REPROB", "AUG.REMODE", "AUG.RECOUNT", "AUG.MIXUP",
                           "AUG.CUTMIX", "AUG.CUTMIX_MINMAX", "AUG.MIXUP_PROB", "AUG.MIXUP_SWITCH_PROB",
                           "AUG.MIXUP_MODE", "AUG.CUTMIX_MOVES_MASK", "MODEL.LABEL_SMOOTHING"})
@@ -86,6 +86,9 @@ DataSources make_data_sources(const Config& config, const Communicator& comm, bo
   lo.rank = comm.rank();
   lo.world_size = comm.world_size();
   lo.seed = static_cast<uint64_t>(config.integer("SEED"));
+  // Batches in page-locked memory when they will go to a GPU (DATA.PIN_MEMORY).
+  if (config.flag("DATA.PIN_MEMORY") && config.str("DEVICE") != "cpu" && cuda_available())
+    lo.allocator = data::pinned_host_allocator();
   if (need_train) {
     lo.train = true;
     lo.shuffle = true;

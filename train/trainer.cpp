@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <numeric>
 
+#include "engine/autocast.h"
+#include "engine/cuda_support.h"
 #include "engine/ops.h"
 
 namespace fg::train {
@@ -69,6 +71,14 @@ void count_hits(const Tensor& logits, const Tensor& labels, int64_t& top1, int64
   }
 }
 
+// The values of a few scalar tensors in one read from the device.
+std::vector<double> read_scalars(const std::vector<Tensor>& scalars) {
+  NoGradGuard no_grad;
+  std::vector<Tensor> parts;
+  for (const Tensor& t : scalars) parts.push_back(t.detach().to(DType::Float64).reshape({1}));
+  return concat(parts, 0).to_vector<double>();
+}
+
 Json eval_record(const EvalResult& r, int64_t epoch, double max_accuracy) {
   Json j = {{"kind", "eval"}, {"epoch", epoch},   {"acc1", r.acc1},
             {"acc5", r.acc5}, {"loss", r.loss},   {"max_accuracy", max_accuracy}};
@@ -121,6 +131,10 @@ Trainer::Trainer(Config config, Communicator& comm, std::unique_ptr<BatchSource>
             std::to_string(comm_.world_size()) + " process(es), " + comm_.backend_name());
   log_.info("number of params: " + std::to_string(model_->parameter_count()));
   log_.info("number of GFLOPs: " + fmt("%.3f", model_->forward_flops_per_image() / 1e9));
+  if (bf16_autocast())
+    log_.info("mixed precision: bf16 autocast (float32 weights, gradients and optimizer)");
+  else if (config_.str("PRECISION") == "bf16")
+    log_.warn("PRECISION bf16 applies to CUDA devices only; training on " + device_.str() + " in float32");
   setup_optimizer();
   if (comm_.world_size() > 1) {
     averager_ = std::make_unique<GradientAverager>(comm_, model_->parameters());
@@ -228,7 +242,6 @@ bool Trainer::train_one_epoch() {
   const int64_t save_steps = config_.integer("SAVE_STEPS");
   const double clip = config_.number("TRAIN.CLIP_GRAD");
   const double smoothing = config_.number("MODEL.LABEL_SMOOTHING");
-  const bool soft_targets = config_.number("AUG.MIXUP") > 0 || config_.number("AUG.CUTMIX") > 0;
   const double aux_weight = model_->config().aux_weight;
   const int64_t max_nonfinite = config_.integer("TRAIN.MAX_NONFINITE_STEPS");
   const std::vector<Tensor> params = model_->parameters();
@@ -237,6 +250,9 @@ bool Trainer::train_one_epoch() {
   optimizer_->zero_grad();
   train_source_->start_epoch(epoch, state_.next_step);
   Meter batch_time, loss_meter, aux_meter, norm_meter;
+  const int64_t classes = model_->config().num_classes;
+  const bool bf16 = bf16_autocast();
+  BatchUploader uploader(device_);
   const double epoch_start = now();
   double end = now();
   double images = 0;
@@ -252,29 +268,45 @@ bool Trainer::train_one_epoch() {
                 "; resume with the same command");
       return false;
     }
+    // The previous batch's host memory goes back to the loader once its upload has run.
+    uploader.release();
     FG_CHECK(train_source_->next(batch), "the training data ended after ", idx, " of ", num_steps,
              " batches in epoch ", epoch);
-    const Tensor x = batch.images.to(device_);
+    const std::string where = "training batch " + std::to_string(idx) + " of epoch " + std::to_string(epoch);
     const bool use_masks = batch.masks.defined() && model_->config().aux_layer >= 0;
-    auto out = model_->forward(x, use_masks ? batch.masks.to(device_) : Tensor(),
-                               use_masks && batch.mask_valid.defined() ? batch.mask_valid.to(device_) : Tensor());
-    Tensor loss = soft_targets && batch.targets.defined()
-                      ? soft_cross_entropy(out.logits, batch.targets.to(device_))
-                      : cross_entropy(out.logits, batch.labels.to(device_), smoothing);
-    Tensor aux = out.aux.defined() ? out.aux : Tensor::scalar(0.0, loss.dtype(), loss.device());
-    loss = add(loss, mul(aux, aux_weight));
+    // Uploads are queued, not waited for (pinned batches with DATA.PIN_MEMORY).
+    const Tensor x = uploader.upload(batch.images);
+    const Tensor masks = use_masks ? uploader.upload(batch.masks) : Tensor();
+    const Tensor mask_valid = use_masks ? uploader.upload(batch.mask_valid) : Tensor();
+    const Tensor targets = uploader.upload(batch_targets(batch, classes, smoothing, where));
+    uploader.commit();
+    Tensor loss, aux;
+    {
+      AutocastGuard autocast(bf16);
+      auto out = model_->forward(x, masks, mask_valid);
+      loss = soft_cross_entropy(out.logits, targets);
+      aux = out.aux.defined() ? out.aux : Tensor::scalar(0.0, loss.dtype(), loss.device());
+      loss = add(loss, mul(aux, aux_weight));
+    }
     if (accum > 1) loss = div(loss, static_cast<double>(accum));
     const bool last_micro_step = (idx + 1) % accum == 0;
     if (last_micro_step && averager_) averager_->before_backward();
     loss.backward();
-    const double loss_value = loss.item();
-    const double aux_value = aux.item();
 
+    Tensor norm;
     if (last_micro_step) {
       // The mean gradient over the ranks (buckets may already be on their way).
       if (averager_) averager_->finish();
-      const Tensor norm = clip > 0 ? optim::clip_grad_norm_(params, clip) : optim::grad_norm(params);
-      const double norm_value = norm.item();
+      norm = clip > 0 ? optim::clip_grad_norm_(params, clip) : optim::grad_norm(params);
+    }
+    // The step's one wait for the device: loss, auxiliary loss and gradient norm in one read.
+    const std::vector<double> values =
+        read_scalars(norm.defined() ? std::vector<Tensor>{loss, aux, norm} : std::vector<Tensor>{loss, aux});
+    const double loss_value = values[0];
+    const double aux_value = values[1];
+
+    if (last_micro_step) {
+      const double norm_value = values[2];
       const bool finite = std::isfinite(loss_value) && std::isfinite(norm_value);
       // Every rank sees the same reduced gradients, so every rank makes the same decision.
       if (finite) {
@@ -354,19 +386,28 @@ EvalResult Trainer::validate() {
     if (layer->is_moe) moe_layers.push_back(layer->index);
   std::vector<models::AlignmentSums> alignment(moe_layers.size());
   bool have_masks = false;
-  for (int64_t idx = 0; val_source_->next(batch); ++idx) {
+  const int64_t classes = model_->config().num_classes;
+  const bool bf16 = bf16_autocast();
+  BatchUploader uploader(device_);
+  for (int64_t idx = 0;; ++idx) {
+    uploader.release();  // the previous batch's host memory, once its upload has run
+    if (!val_source_->next(batch)) break;
     // Alignment needs masks: the loader marks samples that have one.
     const bool masks = batch.masks.defined() && batch.mask_valid.defined() && !moe_layers.empty() &&
                        sum(batch.mask_valid.to(DType::Int64)).item() > 0;
-    const auto out = model_->forward(batch.images.to(device_), Tensor(), Tensor(), masks);
+    const std::string where = "validation batch " + std::to_string(idx);
+    const Tensor targets = uploader.upload(targets_from_labels(batch.labels, classes, 0.0, where));
+    const Tensor images = uploader.upload(batch.images);
+    uploader.commit();
+    AutocastGuard autocast(bf16);
+    const auto out = model_->forward(images, Tensor(), Tensor(), masks);
     if (masks) {
       have_masks = true;
       for (size_t l = 0; l < moe_layers.size(); ++l)
         alignment[l].merge(models::dispatch_alignment(out.dispatch[l], batch.masks, batch.mask_valid));
     }
-    const Tensor labels = batch.labels.to(device_);
-    loss_sum += cross_entropy(out.logits, labels).item() * static_cast<double>(batch.size());
-    count_hits(out.logits, labels, top1, top5);
+    loss_sum += soft_cross_entropy(out.logits, targets).item() * static_cast<double>(batch.size());
+    count_hits(out.logits, batch.labels, top1, top5);
     samples += batch.size();
     batch_time.update(now() - end);
     end = now();
@@ -415,6 +456,7 @@ double Trainer::throughput() {
   Batch batch;
   FG_CHECK(val_source_->next(batch), "the validation set is empty");
   const Tensor images = batch.images.to(device_);
+  AutocastGuard autocast(bf16_autocast());
   for (int i = 0; i < 50; ++i) model_->forward(images);
   backend_for(device_).synchronize();
   log_.info("throughput averaged with 30 times");

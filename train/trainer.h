@@ -61,6 +61,8 @@ class Trainer {
   void save(const std::string& name);
   // Whether any rank was asked to stop (a collective when world > 1).
   bool stop_agreed();
+  // PRECISION bf16 on a CUDA device: forward and loss under bf16 autocast.
+  bool bf16_autocast() const { return config_.str("PRECISION") == "bf16" && device_.is_cuda(); }
   Device device_;
   Config config_;
   Communicator& comm_;

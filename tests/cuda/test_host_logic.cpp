@@ -198,3 +198,14 @@ TEST_CASE("cuda host: autocast leaves CPU tensors in float32") {
   CHECK(cast.dtype() == DType::Float32);
   CHECK(max_abs_diff(cast, plain) == 0.0);
 }
+
+TEST_CASE("cuda host: a batch uploader for the CPU hands back the host tensors and holds nothing") {
+  const Tensor x = cuda_testing::random_cpu({2, 3}, 4);
+  BatchUploader uploader(kCPU);
+  const Tensor up = uploader.upload(x);
+  CHECK(up.data_ptr() == x.data_ptr());
+  CHECK_FALSE(uploader.upload(Tensor()).defined());
+  uploader.commit();
+  CHECK(uploader.held() == 0);
+  uploader.release();
+}

@@ -28,3 +28,27 @@ TEST_CASE("cuda: after warm-up a training step neither synchronizes through host
       CHECK(cuda_memory_stats().device_allocations - mallocs == 0);
   }
 }
+
+TEST_CASE("cuda: a batch uploader queues copies, holds their sources until released, and the data arrives") {
+  FG_SKIP_WITHOUT_GPU();
+  BatchUploader uploader(kCUDA);
+  for (int batch = 0; batch < 3; ++batch) {
+    uploader.release();
+    CHECK(uploader.held() == 0);
+    const Tensor images = empty_pinned({4, 3, 8, 8});
+    const Tensor labels = Tensor::from_vector(std::vector<int64_t>{batch, 1, 2, 3}, {4});  // pageable
+    const Tensor expected = cuda_testing::random_cpu({4, 3, 8, 8}, static_cast<uint64_t>(batch + 1));
+    copy_(images, expected);
+    const uint64_t reads = host_read_count();
+    const Tensor on_device = uploader.upload(images);
+    const Tensor labels_on_device = uploader.upload(labels);
+    uploader.commit();
+    CHECK(host_read_count() == reads);
+    CHECK(uploader.held() == 2);
+    CHECK(on_device.device().is_cuda());
+    CHECK(max_abs_diff(on_device.to(kCPU), expected) == 0.0);
+    CHECK(labels_on_device.to(kCPU).to_vector<int64_t>() == std::vector<int64_t>{batch, 1, 2, 3});
+  }
+  uploader.release();
+  CHECK(uploader.held() == 0);
+}

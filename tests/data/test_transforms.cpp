@@ -593,6 +593,9 @@ TEST_CASE("options: config keys set fields, bad values name their key") {
   o.set("AUG.CUTMIX_MOVES_MASK", "true");
   o.set("DATA.INTERPOLATION", "'bilinear'");
   o.set("TEST.CROP", "False");
+  CHECK(o.jpeg_dct_scaling);  // on unless switched off
+  o.set("DATA.JPEG_DCT_SCALING", "false");
+  CHECK_FALSE(o.jpeg_dct_scaling);
   CHECK(o.reprob == 0.3);
   CHECK(o.cutmix_minmax == std::vector<double>{0.2, 0.8});
   CHECK(o.cutmix_moves_mask);

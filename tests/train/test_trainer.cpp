@@ -153,3 +153,59 @@ TEST_CASE("trainer: non-finite steps are skipped, counted, and stop the run when
   CHECK(log.find("update skipped") != std::string::npos);
   fs::remove_all(out);
 }
+
+TEST_CASE("trainer: host-built targets equal the engine's label-smoothed one-hot, and bad labels are named") {
+  const Tensor labels = Tensor::from_vector(std::vector<int64_t>{2, 0, 3, 3, 1}, {5});
+  for (const double s : {0.0, 0.1, 0.3}) {
+    const Tensor expected = add(mul(one_hot(labels, 4), 1.0 - s), s / 4.0);
+    const Tensor got = targets_from_labels(labels, 4, s, "batch 7");
+    CHECK(got.shape() == Shape{5, 4});
+    CHECK(max_abs_diff(got, expected) <= 1e-7);
+  }
+  CHECK_THROWS_WITH_AS(targets_from_labels(labels, 3, 0.1, "training batch 7 of epoch 2"),
+                       doctest::Contains("training batch 7 of epoch 2: label 3 (row 2) is out of range for 3 classes"),
+                       Error);
+  CHECK_THROWS_WITH_AS(targets_from_labels(Tensor::from_vector(std::vector<int64_t>{-1}, {1}), 3, 0.0, "b"),
+                       doctest::Contains("label -1 (row 0)"), Error);
+  Batch b;
+  b.images = Tensor::zeros({5, 3, 2, 2});
+  b.labels = labels;
+  CHECK(max_abs_diff(batch_targets(b, 4, 0.1, "b"), targets_from_labels(labels, 4, 0.1, "b")) == 0.0);
+  b.targets = Tensor::full({5, 4}, 0.25);
+  CHECK(batch_targets(b, 4, 0.1, "b").data_ptr() == b.targets.data_ptr());  // the batch's own
+  CHECK_THROWS_WITH_AS(batch_targets(b, 6, 0.1, "val batch 1"),
+                       doctest::Contains("val batch 1: soft targets of shape (5, 4) for a batch of 5 and 6 classes"),
+                       Error);
+}
+
+TEST_CASE("trainer: one read from the device per step, with and without accumulation") {
+  for (const int64_t accum : {1, 2}) {
+    INFO("accumulation steps: " << accum);
+    const std::string out = scratch_dir("fgmoe_trainer_reads");
+    fs::remove_all(out);
+    Communicator single;
+    Config c = tiny_config(out, "reads");
+    c.set("TRAIN.EPOCHS", 1);
+    c.set("TRAIN.ACCUMULATION_STEPS", accum);
+    Trainer t(c, single, train_data(), val_data());
+    std::vector<uint64_t> reads;
+    t.on_step = [&](int64_t, int64_t) { reads.push_back(host_read_count()); };
+    CHECK(t.run() == 0);
+    REQUIRE(reads.size() == 16);
+    for (size_t i = 1; i < reads.size(); ++i) CHECK(reads[i] - reads[i - 1] == 1);
+    fs::remove_all(out);
+  }
+}
+
+TEST_CASE("trainer: PRECISION bf16 on the CPU says it trains in float32") {
+  const std::string out = scratch_dir("fgmoe_trainer_bf16_cpu");
+  fs::remove_all(out);
+  Communicator single;
+  Config c = tiny_config(out, "bf16");
+  c.set("PRECISION", "bf16");
+  Trainer t(c, single, train_data(), val_data());
+  std::ifstream f(t.output_dir() + "/log.txt");
+  const std::string log((std::istreambuf_iterator<char>(f)), {});
+  CHECK(log.find("PRECISION bf16 applies to CUDA devices only; training on cpu in float32") != std::string::npos);
+  fs::remove_all(out);
+}
