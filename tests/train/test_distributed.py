@@ -33,6 +33,7 @@ except ImportError:
     sys.exit(77)
 
 EPOCHS = 2
+SPLIT_TOLERANCE = 5e-5  # one rank with batch 8 against two with batch 4, largest weight difference
 CONFIG = {
     "DATA": {"IMG_SIZE": 32, "BATCH_SIZE": 4, "NUM_WORKERS": 1},
     "MODEL": {"NAME": "dist", "NUM_CLASSES": 4,
@@ -153,7 +154,10 @@ def main():
         check("2 process(es), TCP" in log, "the log names two processes and the TCP backend")
         if os.path.exists(final("tcp")):
             d = max_difference(final("one"), final("tcp"))
-            check(d <= 1e-5, "two TCP ranks with batch 4 match one rank with batch 8 (max difference %g)" % d)
+            # Two half-batch means averaged are not summed in the one-rank order: float32
+            # rounding (and the compiler's FMA contraction at other optimization levels)
+            # moves the last bits; a wrong average would move the weights by far more.
+            check(d <= SPLIT_TOLERANCE, "two TCP ranks with batch 4 match one rank with batch 8 (max difference %g)" % d)
         only_rank0 = [f for f in os.listdir(run_dir("tcp")) if f.endswith(".tmp")]
         check(not only_rank0, "no partial checkpoint files are left")
 
@@ -181,7 +185,7 @@ def main():
                 log = open(os.path.join(run_dir("mpi"), "log.txt")).read()
                 check("2 process(es), MPI" in log, "the log names two processes and the MPI backend")
                 d = max_difference(final("one"), final("mpi"))
-                check(d <= 1e-5, "two MPI ranks with batch 4 match one rank with batch 8 (max difference %g)" % d)
+                check(d <= SPLIT_TOLERANCE, "two MPI ranks with batch 4 match one rank with batch 8 (max difference %g)" % d)
                 d = max_difference(final("tcp"), final("mpi"))
                 check(d == 0.0, "MPI and TCP ranks end bit-identical (max difference %g)" % d)
         else:

@@ -37,6 +37,11 @@ std::string scratch_dir(const std::string& name) {
   return (fs::temp_directory_path() / (name + "_" + std::to_string(::getpid()))).string();
 }
 
+std::string read_text(const std::string& path) {
+  std::ifstream f(path);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
 std::unique_ptr<BatchSource> train_data() { return std::make_unique<fg::testing::MemorySource>(128, 4, 32, 8, 1); }
 std::unique_ptr<BatchSource> val_data() { return std::make_unique<fg::testing::MemorySource>(32, 4, 32, 8, 2, false); }
 
@@ -146,10 +151,7 @@ TEST_CASE("trainer: non-finite steps are skipped, counted, and stop the run when
   CHECK(t.state().updates == updates_at_poison + 3);
   size_t i = 0;
   for (auto& [n, p] : t.model().named_parameters()) CHECK(max_abs_diff(p, before[i++]) == 0.0);
-  const std::string log = [&] {
-    std::ifstream f(t.output_dir() + "/log.txt");
-    return std::string(std::istreambuf_iterator<char>(f), {});
-  }();
+  const std::string log = read_text(t.output_dir() + "/log.txt");
   CHECK(log.find("update skipped") != std::string::npos);
   fs::remove_all(out);
 }
@@ -204,8 +206,7 @@ TEST_CASE("trainer: PRECISION bf16 on the CPU says it trains in float32") {
   Config c = tiny_config(out, "bf16");
   c.set("PRECISION", "bf16");
   Trainer t(c, single, train_data(), val_data());
-  std::ifstream f(t.output_dir() + "/log.txt");
-  const std::string log((std::istreambuf_iterator<char>(f)), {});
+  const std::string log = read_text(t.output_dir() + "/log.txt");
   CHECK(log.find("PRECISION bf16 applies to CUDA devices only; training on cpu in float32") != std::string::npos);
   fs::remove_all(out);
 }
