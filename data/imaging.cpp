@@ -1003,6 +1003,13 @@ void affine_transform(const PlanarImage& source, const AffineMatrix& matrix,
   }
 }
 
+std::pair<int, int> resize_shorter_side(int width, int height, int shorter) {
+  const bool wide = width > height;
+  const int new_long = static_cast<int>(static_cast<double>(shorter) * (wide ? width : height) /
+                                        (wide ? height : width));
+  return wide ? std::pair<int, int>{new_long, shorter} : std::pair<int, int>{shorter, new_long};
+}
+
 double python_round(double x, int digits) {
   char text[64];
   std::snprintf(text, sizeof text, "%.*f", digits, x);

@@ -109,6 +109,10 @@ void enhance_sharpness(PlanarImage& image, double factor, ImagingScratch& scratc
 // Image.convert("L") of an RGB image (ITU-R 601-2 luma, 16-bit fixed point).
 void rgb_to_luma(const PlanarImage& rgb, uint8_t* luma);
 
+// torchvision's Resize(int) size: the shorter side becomes `shorter`, the
+// longer int(shorter * long / short). Returns (width, height).
+std::pair<int, int> resize_shorter_side(int width, int height, int shorter);
+
 // Python's round(x, digits) for the digits PIL uses (correctly rounded through decimal).
 double python_round(double x, int digits);
 // Python's float modulo (result has the divisor's sign).

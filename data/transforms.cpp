@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <tuple>
 
 #include "engine/philox.h"
 
@@ -310,14 +311,8 @@ void EvalTransform::operator()(const uint8_t* image_bytes, size_t size, const Pl
         full_width = info.width;
         full_height = info.height;
         if (options_.test_crop) {
-          // torchvision Resize(int): the shorter side becomes R, the longer int(R * long / short).
-          const int R = options_.eval_resize_size();
-          const bool wide = info.width > info.height;
-          const int shorter = wide ? info.height : info.width;
-          const int longer = wide ? info.width : info.height;
-          const int new_long = static_cast<int>(static_cast<double>(R) * longer / shorter);
-          resized_width = wide ? new_long : R;
-          resized_height = wide ? R : new_long;
+          std::tie(resized_width, resized_height) =
+              resize_shorter_side(info.width, info.height, options_.eval_resize_size());
           // CenterCrop: int(round((size - crop) / 2)), Python rounding.
           out_rect = PixelRect{static_cast<int>(std::nearbyint((resized_width - S) / 2.0)),
                                static_cast<int>(std::nearbyint((resized_height - S) / 2.0)), S, S};

@@ -24,6 +24,7 @@
 #include "engine/serialize/byte_io.h"
 #include "engine/serialize/pth.h"
 #include "synth_scene.h"
+#include "train/logger.h"
 
 namespace fs = std::filesystem;
 using namespace fg;
@@ -100,13 +101,6 @@ Arguments parse(int argc, char** argv) {
   return a;
 }
 
-// The size torchvision's Resize(N) gives: the shorter side becomes N, the other
-// keeps the aspect ratio (truncated).
-std::pair<int, int> resized_size(int width, int height, int shorter) {
-  if (width <= height) return {shorter, static_cast<int>(static_cast<int64_t>(shorter) * height / width)};
-  return {static_cast<int>(static_cast<int64_t>(shorter) * width / height), shorter};
-}
-
 void write_file(const std::string& path, const void* data, size_t size) {
   serialize::AtomicFileWriter out(path);
   out.write(data, size);
@@ -146,7 +140,7 @@ class Preparer {
       } else if (std::min(info.width, info.height) <= a_.shorter_side) {
         outcome = &counts_.copied_small;
       } else {
-        std::tie(new_width, new_height) = resized_size(info.width, info.height, a_.shorter_side);
+        std::tie(new_width, new_height) = data::resize_shorter_side(info.width, info.height, a_.shorter_side);
         resize_image(new_width, new_height);
         outcome = &counts_.resized;
       }
@@ -211,14 +205,6 @@ class Preparer {
   data::PlanarImage planar_, mask_, mask_out_;
   data::ImagingScratch scratch_;
 };
-
-std::string duration(double seconds) {
-  const auto s = static_cast<int64_t>(seconds + 0.5);
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%lld:%02lld:%02lld", static_cast<long long>(s / 3600),
-                static_cast<long long>(s / 60 % 60), static_cast<long long>(s % 60));
-  return buf;
-}
 
 // Jobs for one split (and its mask split, when SRC has it); creates every class
 // folder in DST, empty ones included, so labels stay the same.
@@ -301,7 +287,7 @@ int main(int argc, char** argv) {
       const double rate = seconds > 0 ? static_cast<double>(d) / seconds : 0.0;
       std::fprintf(stderr, "\rfgmoe-prepare: %zu / %zu images (%.1f%%), %.0f images/s, eta %s   ", d, jobs.size(),
                    jobs.empty() ? 100.0 : 100.0 * static_cast<double>(d) / static_cast<double>(jobs.size()), rate,
-                   rate > 0 ? duration(static_cast<double>(jobs.size() - d) / rate).c_str() : "-");
+                   rate > 0 ? train::format_duration(static_cast<double>(jobs.size() - d) / rate).c_str() : "-");
       std::fflush(stderr);
       if (d >= jobs.size() || next.load() >= jobs.size()) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
@@ -317,7 +303,7 @@ int main(int argc, char** argv) {
                  "%sfgmoe-prepare: %zu images (%zu train, %zu val) in %s into %s: %lld resized to a shorter side "
                  "of %d, %lld already that small, %lld not JPEG, %lld unreadable (copied as they are), %lld "
                  "already there from an earlier run; masks: %lld resized, %lld unreadable (copied)\n",
-                 a.quiet ? "" : "\n", jobs.size(), train_jobs, jobs.size() - train_jobs, duration(seconds).c_str(),
+                 a.quiet ? "" : "\n", jobs.size(), train_jobs, jobs.size() - train_jobs, train::format_duration(seconds).c_str(),
                  a.out.c_str(), static_cast<long long>(counts.resized.load()), a.shorter_side,
                  static_cast<long long>(counts.copied_small.load()),
                  static_cast<long long>(counts.copied_other_format.load()),

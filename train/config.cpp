@@ -297,4 +297,15 @@ Config Config::for_model(const std::string& cfg_file, const std::string& preset,
   return config;
 }
 
+Device Config::device(int local_rank) const {
+  const std::string name = str("DEVICE");
+  if (name == "auto") return cuda_available() ? Device(DeviceType::CUDA, local_rank) : kCPU;
+  Device d = Device::parse(name);
+  if (d.is_cuda() && name == "cuda") d.index = local_rank;
+  if (d.is_cuda())
+    FG_CHECK(cuda_available(), "DEVICE is ", name, " but ",
+             cuda_compiled() ? "no CUDA GPU was found" : "fgmoe was built without CUDA");
+  return d;
+}
+
 }  // namespace fg::train

@@ -47,6 +47,9 @@ class Config {
   models::ModelConfig model_config() const;
   // Checks cross-key constraints; throws naming the keys.
   void validate() const;
+  // The device DEVICE names for the process with this local rank ("auto": its
+  // GPU when there is one, else the CPU; "cuda": the local rank's GPU).
+  Device device(int local_rank) const;
 
  private:
   Json root_;

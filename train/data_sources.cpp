@@ -87,7 +87,7 @@ DataSources make_data_sources(const Config& config, const Communicator& comm, bo
   lo.world_size = comm.world_size();
   lo.seed = static_cast<uint64_t>(config.integer("SEED"));
   // Batches in page-locked memory when they will go to a GPU (DATA.PIN_MEMORY).
-  if (config.flag("DATA.PIN_MEMORY") && config.str("DEVICE") != "cpu" && cuda_available())
+  if (config.flag("DATA.PIN_MEMORY") && config.device(comm.local_rank()).is_cuda())
     lo.allocator = data::pinned_host_allocator();
   if (need_train) {
     lo.train = true;

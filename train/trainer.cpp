@@ -43,16 +43,6 @@ struct Meter {
   std::string str(const char* format) const { return fmt(format, val) + " (" + fmt(format, avg()) + ")"; }
 };
 
-Device resolve_device(const std::string& name, int local_rank) {
-  if (name == "auto") return cuda_available() ? Device(DeviceType::CUDA, local_rank) : kCPU;
-  Device d = Device::parse(name);
-  if (d.is_cuda() && name == "cuda") d.index = local_rank;
-  if (d.is_cuda())
-    FG_CHECK(cuda_available(), "DEVICE is ", name, " but ",
-             cuda_compiled() ? "no CUDA GPU was found" : "fgmoe was built without CUDA");
-  return d;
-}
-
 // Top-1 and top-5 hits of logits (host copy) against labels.
 void count_hits(const Tensor& logits, const Tensor& labels, int64_t& top1, int64_t& top5) {
   const std::vector<float> v = logits.to_vector<float>();
@@ -60,6 +50,8 @@ void count_hits(const Tensor& logits, const Tensor& labels, int64_t& top1, int64
   const int64_t classes = logits.size(1);
   const int64_t k = std::min<int64_t>(5, classes);
   for (size_t i = 0; i < y.size(); ++i) {
+    FG_CHECK(y[i] >= 0 && y[i] < classes, "validation: label ", y[i], " (row ", i, ") is out of range for ",
+             classes, " classes (MODEL.NUM_CLASSES)");
     const float* row = &v[i * static_cast<size_t>(classes)];
     const float target = row[y[i]];
     // Rank of the target: how many classes score strictly higher (ties favour the target's index order).
@@ -107,7 +99,7 @@ Trainer::Trainer(Config config, Communicator& comm, std::unique_ptr<BatchSource>
   }
   comm_.barrier();
   log_.open(output_dir_, comm_.is_main(), config_.str("MODEL.NAME"));
-  device_ = resolve_device(config_.str("DEVICE"), comm_.local_rank());
+  device_ = config_.device(comm_.local_rank());
 
   const auto seed = static_cast<uint64_t>(config_.integer("SEED"));
   manual_seed(seed + static_cast<uint64_t>(comm_.rank()));
@@ -396,7 +388,8 @@ EvalResult Trainer::validate() {
     const bool masks = batch.masks.defined() && batch.mask_valid.defined() && !moe_layers.empty() &&
                        sum(batch.mask_valid.to(DType::Int64)).item() > 0;
     const std::string where = "validation batch " + std::to_string(idx);
-    const Tensor targets = uploader.upload(targets_from_labels(batch.labels, classes, 0.0, where));
+    // The loader's evaluation batches bring one-hot targets; other sources get them built.
+    const Tensor targets = uploader.upload(batch_targets(batch, classes, 0.0, where));
     const Tensor images = uploader.upload(batch.images);
     uploader.commit();
     AutocastGuard autocast(bf16);

@@ -30,13 +30,8 @@ MOE_LAYERS = [1, 2]
 M = 8  # margin
 OUTLINE = (255, 20, 20)
 
-failures = []
-
-
-def check(condition, message):
-    print(("ok   " if condition else "FAIL ") + message)
-    if not condition:
-        failures.append(message)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from checks import check, failures, finish  # noqa: E402
 
 
 def run(args):
@@ -183,10 +178,7 @@ def main():
                  "--out", os.path.join(tmp, "maps6")])
         check(r.returncode != 0 and "ckpt_epoch_0.pth" in r.stderr, "a checkpoint of another shape is named: "
               + r.stderr[:300])
-    if failures:
-        print("FAILED:\n  " + "\n  ".join(failures))
-        sys.exit(1)
-    print("fgmoe-maps OK")
+    finish("fgmoe-maps OK")
 
 
 if __name__ == "__main__":

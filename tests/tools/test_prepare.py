@@ -20,13 +20,8 @@ try:
 except ImportError:
     sys.exit(77)
 
-failures = []
-
-
-def check(condition, message):
-    print(("ok   " if condition else "FAIL ") + message)
-    if not condition:
-        failures.append(message)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from checks import check, finish  # noqa: E402
 
 
 def run(args):
@@ -137,10 +132,7 @@ def main():
         check(r.returncode != 0 and "--shorter-side" in r.stderr, "a bad option value names the option: "
               + r.stderr.strip())
 
-    if failures:
-        print("%d check(s) failed" % len(failures))
-        sys.exit(1)
-    print("all checks passed")
+    finish("fgmoe-prepare OK")
 
 
 if __name__ == "__main__":

@@ -26,13 +26,8 @@ CONFIG = {
     "PRINT_FREQ": 5, "SAVE_FREQ": 2, "DEVICE": "cpu",
 }
 
-failures = []
-
-
-def check(condition, message):
-    print(("ok   " if condition else "FAIL ") + message)
-    if not condition:
-        failures.append(message)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from checks import check, finish  # noqa: E402
 
 
 def run(args, **kw):
@@ -115,9 +110,7 @@ def main():
         a_w, b_w = final_weights(run_dir), final_weights(resumed_dir)
         worst = max((a_w[k] - b_w[k]).abs().max().item() for k in a_w)
         check(worst == 0.0, "the resumed run ends with the same weights (max difference %g)" % worst)
-    if failures:
-        print("FAILED:\n  " + "\n  ".join(failures))
-        sys.exit(1)
+    finish("fgmoe-train command line OK")
 
 
 if __name__ == "__main__":

@@ -49,13 +49,8 @@ RESUME_OPTS = ["MODEL.SOFT_MOE.DROPOUT", "0.1", "MODEL.SOFT_MOE.AUX_LAYER", "1",
                "SAVE_STEPS", "2"]
 TIMEOUT = 4  # FGMOE_DIST_TIMEOUT in the failure tests, seconds
 
-failures = []
-
-
-def check(condition, message):
-    print(("ok   " if condition else "FAIL ") + message, flush=True)
-    if not condition:
-        failures.append(message)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from checks import check, finish  # noqa: E402
 
 
 def run(args, timeout=300, **kw):
@@ -306,9 +301,7 @@ def main():
             d = max_difference(final("whole", 6), final("interrupted", 6))
             check(d == 0.0, "the run resumed after SIGTERM ends with the same weights (max difference %g)" % d)
 
-    if failures:
-        print("FAILED:\n  " + "\n  ".join(failures))
-        sys.exit(1)
+    finish("distributed training OK")
 
 
 if __name__ == "__main__":
