@@ -1,22 +1,29 @@
 #!/usr/bin/env bash
 # The CUDA backend's check on a machine with an NVIDIA GPU, in one command:
 #   1. build for Hopper (CMAKE_CUDA_ARCHITECTURES=90, or $FGMOE_CUDA_ARCH),
-#   2. run the CUDA tests (and the CPU engine tests) through ctest,
-#   3. run the CUDA tests under compute-sanitizer memcheck (with the caching
-#      allocator off, so out-of-bounds accesses are not hidden in cached blocks)
-#      and racecheck (shared-memory races),
+#   2. tests: the CUDA tests (and the CPU engine tests) through ctest,
+#   3. bench (FGMOE_GPU_BENCH=1): the whole-step comparison (soft_moe_32, batch
+#      128: bf16 with fused and with composite attention, then bf16 and
+#      fp32/TF32 against PyTorch eager and torch.compile), each run's JSON and
+#      output kept in the logs folder and its table printed at the end,
+#   4. sanitizers: the CUDA tests under compute-sanitizer memcheck (with the
+#      caching allocator off, so out-of-bounds accesses are not hidden in cached
+#      blocks), racecheck and synccheck (shared-memory races, barriers),
 # then print a one-line-per-step summary. Exit status 0 only when every step passed.
 #
 # Usage: tools/gpu_check.sh [build-dir]        (default: build-gpu)
-# A doctest filter for the sanitizer runs (one argument):
-#   FGMOE_SANITIZER_ARGS='--test-case=*attention*' tools/gpu_check.sh
-# FGMOE_GPU_BENCH=1 also builds fgmoe-bench and runs the whole-step comparison
-# (soft_moe_32, batch 128: bf16 with fused and with composite attention, then
-# bf16 and fp32/TF32 against PyTorch eager and torch.compile), each run's JSON
-# and output kept in the logs folder.
-# On a machine without doctest and OpenBLAS that cannot install packages, fetch
-# them elsewhere with `tools/offline_deps.sh download DIR`, bring DIR along and
-# run with FGMOE_DEPS_DIR=DIR.
+# Environment:
+#   FGMOE_GPU_STEPS="tests bench sanitizers"  the steps to run after the build
+#       (default: tests and sanitizers, and bench with FGMOE_GPU_BENCH=1); a
+#       second run in the same build folder rebuilds only what changed
+#   FGMOE_SANITIZER_ARGS='--test-case=*attention*'  a doctest filter for the
+#       sanitizer runs (one argument)
+#   FGMOE_PYTHON=/path/python3  the Python with PyTorch for the bench's peer
+#       (default: the python3 on PATH)
+#   FGMOE_GPU_LOGS_ARCHIVE=FILE.tgz  also pack the logs folder into FILE.tgz
+#   FGMOE_DEPS_DIR=DIR  on a machine without the build's Debian packages that
+#       cannot install them: fetch them elsewhere with
+#       `tools/offline_deps.sh download DIR` and bring DIR along
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 BUILD=${1:-build-gpu}
@@ -51,9 +58,6 @@ else
   echo "nvidia-smi not found: is this a GPU machine?"
 fi
 
-SANITIZER=$(command -v compute-sanitizer || true)
-[ -z "$SANITIZER" ] && [ -x /usr/local/cuda/bin/compute-sanitizer ] && SANITIZER=/usr/local/cuda/bin/compute-sanitizer
-
 EXTRA_CMAKE_ARGS=()
 if [ -n "${FGMOE_DEPS_DIR:-}" ]; then
   PREFIX="$BUILD/deps"
@@ -62,11 +66,31 @@ if [ -n "${FGMOE_DEPS_DIR:-}" ]; then
   export LD_LIBRARY_PATH="$(tools/offline_deps.sh libpath "$PREFIX")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 
+# NCCL: the CUDA toolkit's, else the one a Python install of PyTorch brings
+# (the pip package nvidia-nccl-*: include/nccl.h, lib/libnccl.so.2).
+NVCC_DIR=$(dirname "$(command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)")
+if [ ! -f "$NVCC_DIR/../include/nccl.h" ]; then
+  NCCL_DIR=$("${FGMOE_PYTHON:-python3}" -c 'import nvidia.nccl as n; print(list(n.__path__)[0])' 2>/dev/null || true)
+  if [ -n "$NCCL_DIR" ] && [ -f "$NCCL_DIR/include/nccl.h" ] && [ -f "$NCCL_DIR/lib/libnccl.so.2" ]; then
+    EXTRA_CMAKE_ARGS+=("-DNCCL_INCLUDE_DIR=$NCCL_DIR/include" "-DNCCL_LIBRARY=$NCCL_DIR/lib/libnccl.so.2")
+    export LD_LIBRARY_PATH="$NCCL_DIR/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  fi
+fi
+
+DEFAULT_STEPS="tests sanitizers"
+[ "${FGMOE_GPU_BENCH:-0}" = 1 ] && DEFAULT_STEPS="tests bench sanitizers"
+STEPS=" ${FGMOE_GPU_STEPS:-$DEFAULT_STEPS} "
+wants() { [[ "$STEPS" == *" $1 "* ]]; }
+PYTHON=${FGMOE_PYTHON:-$(command -v python3 || echo python3)}
+
+TARGETS=(test_cuda test_engine fgmoe-cuda-bench)
+wants bench && TARGETS+=(fgmoe-bench)
 step "configure" cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$ARCH" \
   "${EXTRA_CMAKE_ARGS[@]}" &&
-  step "build" cmake --build "$BUILD" -j"$JOBS" --target test_cuda test_engine fgmoe-cuda-bench
-if [ $STATUS -eq 0 ]; then
-  TEST_BIN="$BUILD/tests/cuda/test_cuda"
+  step "build" cmake --build "$BUILD" -j"$JOBS" --target "${TARGETS[@]}"
+TEST_BIN="$BUILD/tests/cuda/test_cuda"
+BENCH_LOGS=()
+if [ $STATUS -eq 0 ] && wants tests; then
   step "ctest CUDA tests" ctest --test-dir "$BUILD" -R '^test_cuda' --output-on-failure
   step "ctest CPU engine tests" ctest --test-dir "$BUILD" -R '^test_engine' --output-on-failure -j"$JOBS"
   # Every GPU test must have run, not skipped.
@@ -75,6 +99,26 @@ if [ $STATUS -eq 0 ]; then
     SUMMARY+=("FAIL  CUDA tests were skipped: no GPU visible to the tests")
     STATUS=1
   fi
+fi
+if [ $STATUS -eq 0 ] && wants bench; then
+  BENCH=("$BUILD/fgmoe-bench" --device cuda --model soft_moe_32 --batch 128 --warmup 5 --steps 20)
+  # The bf16 MFU target is defined against the H200's measured 790 TFLOP/s dense bf16 rate.
+  BF16=(--precision bf16 --peak-tflops 790)
+  PEER=(--compare-pytorch --compile --python "$PYTHON")
+  bench() {  # bench NAME ARGS...: one fgmoe-bench run, its JSON beside its log
+    local name=$1
+    shift
+    step "bench $name" "${BENCH[@]}" "$@" --json "$LOGS/bench_${name// /_}.json"
+    BENCH_LOGS+=("$LOGS/bench_${name// /_}.log")
+  }
+  bench "bf16 fused attention" "${BF16[@]}" --breakdown
+  bench "bf16 composite attention" "${BF16[@]}" --attention composite --breakdown
+  bench "bf16 against PyTorch" "${BF16[@]}" "${PEER[@]}"
+  bench "fp32 TF32 against PyTorch" --precision fp32 "${PEER[@]}"
+fi
+if [ $STATUS -eq 0 ] && wants sanitizers; then
+  SANITIZER=$(command -v compute-sanitizer || true)
+  [ -z "$SANITIZER" ] && [ -x /usr/local/cuda/bin/compute-sanitizer ] && SANITIZER=/usr/local/cuda/bin/compute-sanitizer
   if [ -n "$SANITIZER" ]; then
     # Arrays keep the doctest filters' '*' and spaces away from the shell.
     ALL_TESTS=()
@@ -94,16 +138,15 @@ if [ $STATUS -eq 0 ]; then
     SUMMARY+=("FAIL  compute-sanitizer not found (PATH, /usr/local/cuda/bin)")
     STATUS=1
   fi
-  if [ "${FGMOE_GPU_BENCH:-0}" = 1 ] && step "build fgmoe-bench" cmake --build "$BUILD" -j"$JOBS" --target fgmoe-bench; then
-    BENCH=("$BUILD/fgmoe-bench" --device cuda --model soft_moe_32 --batch 128 --warmup 5 --steps 20)
-    # The bf16 MFU target is defined against the H200's measured 790 TFLOP/s dense bf16 rate.
-    BF16=(--precision bf16 --peak-tflops 790)
-    step "bench bf16 fused attention" "${BENCH[@]}" "${BF16[@]}" --breakdown --json "$LOGS/bench_bf16_fused.json"
-    step "bench bf16 composite attention" "${BENCH[@]}" "${BF16[@]}" --attention composite --json "$LOGS/bench_bf16_composite.json"
-    step "bench bf16 against PyTorch" "${BENCH[@]}" "${BF16[@]}" --compare-pytorch --compile --json "$LOGS/bench_bf16_pytorch.json"
-    step "bench fp32 (TF32) against PyTorch" "${BENCH[@]}" --precision fp32 --compare-pytorch --compile --json "$LOGS/bench_fp32_pytorch.json"
-  fi
 fi
+
+# The bench tables (the lines from the table's header on), whatever the status.
+for log in "${BENCH_LOGS[@]}"; do
+  [ -f "$log" ] || continue
+  echo
+  echo "---- $(basename "$log" .log)"
+  sed -n '/images\/s/,$p' "$log" | head -n 40
+done
 
 echo
 echo "==== fgmoe GPU check ($(date -u +%Y-%m-%dT%H:%MZ), sm_$ARCH) ===="
@@ -112,4 +155,7 @@ for tool in memcheck racecheck synccheck; do
   log="$LOGS/compute-sanitizer_$tool.log"
   [ -f "$log" ] && grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$log" | tail -n 1 | sed "s/^/      $tool: /"
 done
+if [ -n "${FGMOE_GPU_LOGS_ARCHIVE:-}" ]; then
+  tar czf "$FGMOE_GPU_LOGS_ARCHIVE" -C "$BUILD" gpu_check_logs && echo "logs packed into $FGMOE_GPU_LOGS_ARCHIVE"
+fi
 exit $STATUS

@@ -10,7 +10,11 @@
 #
 # tools/gpu_check.sh does the last three itself when FGMOE_DEPS_DIR is set.
 set -euo pipefail
-PACKAGES=(doctest-dev libopenblas0-openmp libopenblas-openmp-dev libgfortran5 libquadmath0)
+# Everything the build needs beyond a compiler, CMake, OpenMP and the CUDA
+# toolkit: tests (doctest), BLAS, JPEG decoding and encoding, stb, JSON.
+PACKAGES=(doctest-dev libopenblas0-openmp libopenblas-openmp-dev libgfortran5 libquadmath0
+          libturbojpeg0 libturbojpeg0-dev libjpeg62-turbo libjpeg62-turbo-dev libstb0 libstb-dev
+          nlohmann-json3-dev)
 ARCH_DIR=x86_64-linux-gnu
 
 case "${1:-}" in
@@ -24,7 +28,10 @@ case "${1:-}" in
     ;;
   cmake-args)
     p=$(cd "$2" && pwd)
-    echo "-Ddoctest_DIR=$p/usr/lib/cmake/doctest -DDOCTEST_INCLUDE_DIR=$p/usr/include" \
+    # The prefix first for every find_*(); the explicit paths pin the packages
+    # whose system copy would otherwise win (OpenBLAS's OpenMP build, cblas.h).
+    echo "-DCMAKE_PREFIX_PATH=$p/usr" \
+         "-Ddoctest_DIR=$p/usr/lib/cmake/doctest -DDOCTEST_INCLUDE_DIR=$p/usr/include" \
          "-DOPENBLAS_LIBRARY=$p/usr/lib/$ARCH_DIR/openblas-openmp/libopenblas.so" \
          "-DCBLAS_INCLUDE_DIR=$p/usr/include/$ARCH_DIR/openblas-openmp"
     ;;

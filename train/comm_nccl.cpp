@@ -78,11 +78,12 @@ class NcclCommunicator : public Communicator {
       stop_ = true;
     }
     if (watchdog_.joinable()) watchdog_.join();
-    if (std::uncaught_exceptions() > 0) {
-      ncclCommAbort(comm_);  // the others may never join a clean shutdown
-    } else {
-      cudaStreamSynchronize(comm_stream_);
+    // A clean shutdown needs the last collectives done; a rank that died would
+    // leave them waiting forever, so the wait is bounded by the same timeout.
+    if (std::uncaught_exceptions() == 0 && comm_stream_drained()) {
       ncclCommDestroy(comm_);
+    } else {
+      ncclCommAbort(comm_);  // the others may never join a clean shutdown
     }
     for (auto& w : watched_) cudaEventDestroy(w.event);
     for (cudaEvent_t e : pending_) cudaEventDestroy(e);
@@ -104,10 +105,15 @@ class NcclCommunicator : public Communicator {
       else host_->all_reduce_sum(std::vector<Tensor>{t});
     }
     if (on_gpu.empty()) return;
+    // Checked before the group opens: a throw inside it would leave it open and
+    // every later collective queued in it, never launched.
+    for (const Tensor& t : on_gpu) {
+      check_dense(t, "all_reduce_sum");
+      nccl_type(t.dtype());
+    }
     const cudaEvent_t done = enqueue([&] {
       FG_NCCL_CHECK(ncclGroupStart());
       for (const Tensor& t : on_gpu) {
-        check_dense(t, "all_reduce_sum");
         FG_NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
                                     nccl_type(t.dtype()), ncclSum, comm_, comm_stream_));
       }
@@ -124,10 +130,10 @@ class NcclCommunicator : public Communicator {
       else host_->broadcast(std::vector<Tensor>{t}, root);
     }
     if (on_gpu.empty()) return;
+    for (const Tensor& t : on_gpu) check_dense(t, "broadcast");  // before the group opens
     const cudaEvent_t done = enqueue([&] {
       FG_NCCL_CHECK(ncclGroupStart());
       for (const Tensor& t : on_gpu) {
-        check_dense(t, "broadcast");
         FG_NCCL_CHECK(ncclBroadcast(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()) * t.element_size(),
                                     ncclUint8, root, comm_, comm_stream_));
       }
@@ -148,8 +154,9 @@ class NcclCommunicator : public Communicator {
       return;
     }
     check_dense(t, "all_reduce_sum_start");
+    const ncclDataType_t type = nccl_type(t.dtype());
     pending_.push_back(enqueue([&] {
-      FG_NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t.dtype()),
+      FG_NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), type,
                                   ncclSum, comm_, comm_stream_));
     }));
   }
@@ -169,6 +176,22 @@ class NcclCommunicator : public Communicator {
     cudaEvent_t event;
     Clock::time_point deadline;
   };
+
+  bool comm_stream_drained() const {
+    const auto deadline =
+        Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_));
+    for (;;) {
+      const cudaError_t status = cudaStreamQuery(comm_stream_);
+      if (status == cudaSuccess) return true;
+      if (status != cudaErrorNotReady || Clock::now() > deadline) {
+        std::fprintf(stderr, "fgmoe-train: warning: rank %d: %s; aborting the NCCL communicator\n", rank(),
+                     status == cudaErrorNotReady ? "the last collectives did not complete in time"
+                                                 : cudaGetErrorString(status));
+        return false;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
 
   static void check_dense(const Tensor& t, const char* what) {
     FG_CHECK(t.is_contiguous(), "NCCL ", what, ": the tensor must be contiguous");

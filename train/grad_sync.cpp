@@ -30,6 +30,18 @@ GradientAverager::GradientAverager(Communicator& comm, std::vector<Tensor> param
 
 GradientAverager::~GradientAverager() {
   if (armed_) set_grad_ready_hook(nullptr);
+  // A backward that threw can leave collectives on their way into bucket
+  // buffers about to be freed: the compute stream waits for them first, so the
+  // memory is not handed out while they may still write it.
+  bool started = false;
+  for (const Bucket& b : buckets_) started = started || b.started;
+  if (started) {
+    try {
+      comm_.wait_pending();
+    } catch (const std::exception&) {
+      // Nothing more to do in a destructor; the communicator reports its own failure.
+    }
+  }
 }
 
 void GradientAverager::before_backward() {

@@ -269,10 +269,17 @@ void backward_typed(const AttentionBackwardArgs& a) {
 
 }  // namespace
 
-bool CpuBackend::supports_attention(const AttentionShape& s) const {
-  return g_cpu_fused_attention.load() &&
-         (s.dtype == DType::Float32 || s.dtype == DType::Float64) && s.batch > 0 && s.heads > 0 &&
+namespace {
+
+bool kernel_takes(const AttentionShape& s) {
+  return (s.dtype == DType::Float32 || s.dtype == DType::Float64) && s.batch > 0 && s.heads > 0 &&
          s.q_len > 0 && s.kv_len > 0 && s.head_dim > 0;
+}
+
+}  // namespace
+
+bool CpuBackend::supports_attention(const AttentionShape& s) const {
+  return g_cpu_fused_attention.load() && kernel_takes(s);
 }
 
 void CpuBackend::attention(const AttentionForwardArgs& args) {
@@ -284,8 +291,9 @@ void CpuBackend::attention(const AttentionForwardArgs& args) {
 }
 
 void CpuBackend::attention_backward(const AttentionBackwardArgs& args) {
-  FG_CHECK(supports_attention(args.shape),
-           "attention backward: shape not supported by the CPU kernel");
+  // The shape alone: a fused forward's backward runs even if the switch was
+  // turned off in between.
+  FG_CHECK(kernel_takes(args.shape), "attention backward: shape not supported by the CPU kernel");
   if (args.shape.dtype == DType::Float64)
     backward_typed<double>(args);
   else

@@ -208,14 +208,19 @@ void CpuBackend::gemm(const GemmArgs& g) {
       }
       if (g.m == 0 || g.n == 0) return;
       if (g.k == 0) {
-        if (beta == 0.0) {
-          for (int64_t row = 0; row < g.m; ++row)
-            std::memset(ci + row * g.ldc, 0, static_cast<size_t>(g.n) * sizeof(scalar_t));
+        // Nothing to multiply: C = beta C (the bias rows above when there is a bias).
+        for (int64_t row = 0; row < g.m; ++row) {
+          scalar_t* r = ci + row * g.ldc;
+          if (beta == 0.0)
+            std::memset(r, 0, static_cast<size_t>(g.n) * sizeof(scalar_t));
+          else if (beta != 1.0)
+            for (int64_t col = 0; col < g.n; ++col)
+              r[col] = static_cast<scalar_t>(beta * static_cast<double>(r[col]));
         }
-        return;
+      } else {
+        blas_gemm(ta, tb, g.m, g.n, g.k, g.alpha, a + i * g.stride_a, g.lda, b + i * g.stride_b,
+                  g.ldb, beta, ci, g.ldc);
       }
-      blas_gemm(ta, tb, g.m, g.n, g.k, g.alpha, a + i * g.stride_a, g.lda, b + i * g.stride_b,
-                g.ldb, beta, ci, g.ldc);
       if (g.relu) {
         for (int64_t row = 0; row < g.m; ++row)
           for (int64_t col = 0; col < g.n; ++col) {

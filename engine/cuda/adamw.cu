@@ -11,6 +11,7 @@
 // chunk map (fixed for a fixed set of parameters) but not these values: to
 // replay it, write the buffer (set_adamw_scalars, outside the graph or as its
 // first node with updated arguments) before each replay.
+#include "engine/cuda/adamw_plan.h"
 #include "engine/cuda/device_utils.cuh"
 #include "engine/cuda/kernels.h"
 
@@ -85,45 +86,27 @@ template <class T>
 void adamw_typed(const std::vector<size_t>& indices, const std::vector<Tensor>& params,
                  const std::vector<Tensor>& grads, const std::vector<Tensor>& exp_avgs,
                  const std::vector<Tensor>& exp_avg_sqs, const AdamWScalars* scalars) {
-  AdamWBatch<T> batch{};
-  int tensors = 0, blocks = 0;
-  auto launch = [&] {
-    if (blocks == 0) return;
+  std::vector<int64_t> numels;
+  numels.reserve(indices.size());
+  for (size_t index : indices) numels.push_back(params[index].numel());
+  for (const AdamWLaunch& plan : plan_adamw_launches(numels, kMaxTensors, kMaxBlocks, kChunk)) {
+    AdamWBatch<T> batch{};
+    for (size_t slot = 0; slot < plan.tensors.size(); ++slot) {
+      const size_t index = indices[plan.tensors[slot]];
+      batch.param[slot] = static_cast<T*>(params[index].data_ptr());
+      batch.grad[slot] = static_cast<const T*>(grads[index].data_ptr());
+      batch.exp_avg[slot] = static_cast<T*>(exp_avgs[index].data_ptr());
+      batch.exp_avg_sq[slot] = static_cast<T*>(exp_avg_sqs[index].data_ptr());
+      batch.numel[slot] = params[index].numel();
+    }
+    const int blocks = static_cast<int>(plan.block_tensor.size());
+    for (int b = 0; b < blocks; ++b) {
+      batch.block_tensor[b] = static_cast<uint16_t>(plan.block_tensor[b]);
+      batch.block_chunk[b] = static_cast<int32_t>(plan.block_chunk[b]);
+    }
     adamw_kernel<T><<<blocks, kThreads, 0, stream()>>>(batch, scalars);
     FG_CUDA_LAUNCH_CHECK("adamw");
-    batch = AdamWBatch<T>{};
-    tensors = 0;
-    blocks = 0;
-  };
-  for (size_t index : indices) {
-    const int64_t n = params[index].numel();
-    if (n == 0) continue;
-    if (tensors == kMaxTensors) launch();
-    const int slot = tensors++;
-    batch.param[slot] = static_cast<T*>(params[index].data_ptr());
-    batch.grad[slot] = static_cast<const T*>(grads[index].data_ptr());
-    batch.exp_avg[slot] = static_cast<T*>(exp_avgs[index].data_ptr());
-    batch.exp_avg_sq[slot] = static_cast<T*>(exp_avg_sqs[index].data_ptr());
-    batch.numel[slot] = n;
-    const int64_t chunks = (n + kChunk - 1) / kChunk;
-    for (int64_t c = 0; c < chunks; ++c) {
-      if (blocks == kMaxBlocks) {
-        // Continue this tensor in a fresh launch, in slot 0.
-        const AdamWBatch<T> current = batch;
-        launch();
-        batch.param[0] = current.param[slot];
-        batch.grad[0] = current.grad[slot];
-        batch.exp_avg[0] = current.exp_avg[slot];
-        batch.exp_avg_sq[0] = current.exp_avg_sq[slot];
-        batch.numel[0] = n;
-        tensors = 1;
-      }
-      batch.block_tensor[blocks] = static_cast<uint16_t>(tensors - 1);
-      batch.block_chunk[blocks] = static_cast<int32_t>(c);
-      ++blocks;
-    }
   }
-  launch();
 }
 
 }  // namespace

@@ -68,10 +68,14 @@ Pool& pool() {
 // blocks that were freed on the host, so the stream is drained first.
 void release_cached_locked(Pool& p) {
   FG_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  // Each block leaves its list before it is freed: a failed cudaFree (which
+  // throws) must not leave freed blocks behind to be handed out again.
   for (auto& [size, blocks] : p.free_blocks) {
-    for (void* ptr : blocks) {
-      FG_CUDA_CHECK(cudaFree(ptr));
+    while (!blocks.empty()) {
+      void* ptr = blocks.back();
+      blocks.pop_back();
       p.reserved -= size;
+      FG_CUDA_CHECK(cudaFree(ptr));
     }
   }
   p.free_blocks.clear();
@@ -117,7 +121,9 @@ void cached_free(void* ptr, size_t nbytes) {
   std::lock_guard<std::mutex> lock(p.mutex);
   p.allocated -= size;
   if (p.exact) {
-    // Queued kernels may still use the block; cudaFree waits for the device anyway.
+    // Queued kernels may still use the block (cudaFree is not documented to wait
+    // for them): this mode is for compute-sanitizer runs, where speed does not count.
+    cudaStreamSynchronize(stream());
     cudaFree(ptr);  // no throw from here: this runs in destructors
     p.reserved -= size;
     return;

@@ -57,7 +57,7 @@ struct AttentionParams {
 };
 
 template <int D>
-constexpr int padded() {
+__host__ __device__ constexpr int padded() {
   return D + 4;
 }
 

@@ -153,7 +153,10 @@ void UploadFence::record() {
 bool UploadFence::ready() const {
   if (!event_) return true;
   const cudaError_t status = cudaEventQuery(static_cast<cudaEvent_t>(event_));
-  if (status == cudaErrorNotReady) return false;
+  if (status == cudaErrorNotReady) {
+    cudaGetLastError();  // "not ready" must not reach the next launch check as an error
+    return false;
+  }
   FG_CUDA_CHECK(status);
   return true;
 }

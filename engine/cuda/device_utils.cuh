@@ -93,7 +93,7 @@ template <class T>
 __device__ __forceinline__ T warp_max(T v) {
   for (int offset = 16; offset > 0; offset >>= 1) {
     const T other = __shfl_xor_sync(kFullMask, v, offset);
-    v = other > v ? other : v;
+    v = (other > v || other != other) ? other : v;  // NaN wins, so every lane agrees
   }
   return v;
 }

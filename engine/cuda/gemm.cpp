@@ -233,6 +233,7 @@ void classic_gemm(const GemmArgs& g, const ColumnMajorGemm& cm, bool tf32) {
       cm.second.batch_stride,
       is_double ? static_cast<const void*>(&beta_d) : static_cast<const void*>(&beta_f), cm.d, type,
       cm.ldd, cm.stride_d, cm.batch, compute_type(g.dtype, tf32), CUBLAS_GEMM_DEFAULT));
+  FG_CUDA_LAUNCH_CHECK("matmul (cuBLAS)");
   if (g.relu) gemm_relu_rows(g.dtype, g.c, g.ldc, g.stride_c, g.batch, g.m, g.n);
 }
 
@@ -284,6 +285,13 @@ void gemm(const GemmArgs& g) {
       alignment_of(cm.second.ptr, cm.second.ld, cm.second.batch_stride, cm.batch, element);
   key.align_d = alignment_of(cm.d, cm.ldd, cm.stride_d, cm.batch, element);
   key.align_bias = g.bias ? alignment_of(g.bias, 0, 0, 1, element) : 0;
+  if (g.bias && key.align_bias < 16) {
+    // The heuristic may still choose a kernel that loads the bias 16 bytes at a
+    // time (a view into a larger bias, e.g. one third of a packed projection's):
+    // such a bias is added by the classic path instead.
+    classic_gemm(g, cm, tf32);
+    return;
+  }
 
   std::lock_guard<std::mutex> lock(g_mutex);
   auto it = plans().find(key);
@@ -299,12 +307,23 @@ void gemm(const GemmArgs& g) {
   const float alpha_f = static_cast<float>(g.alpha), beta_f = static_cast<float>(g.beta);
   const double alpha_d = g.alpha, beta_d = g.beta;
   const bool is_double = g.dtype == DType::Float64;
-  FG_CUBLAS_CHECK(cublasLtMatmul(
+  const cublasStatus_t status = cublasLtMatmul(
       libs.lt, plan.desc,
       is_double ? static_cast<const void*>(&alpha_d) : static_cast<const void*>(&alpha_f),
       cm.first.ptr, plan.first, cm.second.ptr, plan.second,
       is_double ? static_cast<const void*>(&beta_d) : static_cast<const void*>(&beta_f), cm.d,
-      plan.d, cm.d, plan.d, &plan.algo, libs.workspace, kWorkspaceBytes, stream()));
+      plan.d, cm.d, plan.d, &plan.algo, libs.workspace, kWorkspaceBytes, stream());
+  if (status == CUBLAS_STATUS_NOT_SUPPORTED) {
+    // The heuristic's algorithm can still refuse this call (its check "does not
+    // fully guarantee" it runs): this shape goes to the classic path from now on.
+    // Nothing was launched, so C is as it was.
+    destroy_plan(plan);
+    classic_gemm(g, cm, tf32);
+    return;
+  }
+  if (status != CUBLAS_STATUS_SUCCESS)
+    throw_cublas_error(__FILE__, __LINE__, "cublasLtMatmul", status);
+  FG_CUDA_LAUNCH_CHECK("matmul (cuBLASLt)");
 }
 
 }  // namespace fg::cuda

@@ -10,7 +10,7 @@
 
 namespace fg::cuda {
 
-// elementwise.cu, convert.cu
+// copy_fill.cu, unary_binary.cu
 void copy(const Tensor& src, const Tensor& dst);
 void fill(const Tensor& dst, double value);
 void unary(UnaryOp op, const Tensor& x, const Tensor& out);

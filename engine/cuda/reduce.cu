@@ -168,7 +168,8 @@ template <class T>
 void reduce_typed(ReduceOp op, const T* x, T* out, int64_t outer, int64_t r, int64_t inner) {
   using A = accum_t<T>;
   if (inner == 1) {
-    // Enough rows fill the GPU; otherwise split long rows into chunks of >= 4096.
+    // Enough rows fill the GPU; otherwise split long rows into about 4096-long chunks
+    // (at least 2048 long, so the first pass still takes the block kernel).
     int64_t chunks = 1;
     if (outer < 1024 && r > 8192) chunks = std::min(ceil_div(r, 4096), ceil_div(1024, outer));
     if (chunks == 1) {

@@ -61,10 +61,17 @@ Operand prepare_operand(const Tensor& t, const Shape& batch_shape) {
   int64_t stride = 0;
   auto layout = matrix_layout(rows, cols, expanded.stride(-2), expanded.stride(-1));
   if (!layout || !collapse(expanded, stride)) {
-    // Copy: materialize broadcast batches only if they were already distinct.
-    expanded = expanded.contiguous();
-    layout = matrix_layout(rows, cols, expanded.stride(-2), expanded.stride(-1));
-    collapse(expanded, stride);
+    // Copy the operand itself, so broadcast batches stay a stride of 0, when its
+    // batches then collapse; otherwise the expanded view (broadcasts materialized).
+    const Tensor compact = t.contiguous().expand(full);
+    layout = matrix_layout(rows, cols, compact.stride(-2), compact.stride(-1));
+    if (layout && collapse(compact, stride)) {
+      expanded = compact;
+    } else {
+      expanded = expanded.contiguous();
+      layout = matrix_layout(rows, cols, expanded.stride(-2), expanded.stride(-1));
+      collapse(expanded, stride);
+    }
   }
   (void)batch;
   return Operand{expanded, *layout, stride};
@@ -160,6 +167,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   {
     NoGradGuard no_grad;
     const Tensor x2 = x.reshape({-1, in});
+    if (bias.defined()) check_same_device(x, bias, "linear");
     const Tensor b = bias.defined() ? bias.to(x.dtype()).contiguous() : Tensor();
     out = matmul_forward(x2, weight.transpose(0, 1), b).reshape(out_shape);
   }

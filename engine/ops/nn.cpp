@@ -203,6 +203,7 @@ bool try_fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, doub
   for (int64_t d = 0; d < q.dim() - 2; ++d)
     if (q.size(d) != k.size(d) || q.size(d) != v.size(d)) return false;  // no broadcasting
   if (k.size(-1) != v.size(-1)) return false;
+  if (drop && dropout_p >= 1.0) return false;  // everything dropped: the composite's zeros
   const bool three_d = q.dim() == 3;
   AttentionShape shape;
   shape.dtype = q.dtype();
@@ -252,6 +253,8 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
   FG_CHECK(q.size(-1) == k.size(-1) && k.size(-2) == v.size(-2),
            "scaled_dot_product_attention: q, k, v of shapes ", shape_str(q.shape()), ", ",
            shape_str(k.shape()), ", ", shape_str(v.shape()), " do not match");
+  FG_CHECK(dropout_p >= 0.0 && dropout_p <= 1.0,
+           "scaled_dot_product_attention: dropout probability must be in [0, 1], got ", dropout_p);
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
   const bool drop = training && dropout_p > 0.0;
   Tensor fused;
@@ -271,6 +274,8 @@ Tensor packed_attention(const Tensor& qkv_in, int64_t heads, double dropout_p, b
   FG_CHECK(heads > 0 && e % heads == 0, "packed_attention: width ", e,
            " is not divisible by the number of heads ", heads);
   const int64_t head_dim = e / heads;
+  FG_CHECK(dropout_p >= 0.0 && dropout_p <= 1.0,
+           "packed_attention: dropout probability must be in [0, 1], got ", dropout_p);
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
   const bool drop = training && dropout_p > 0.0;
   AttentionShape shape;
@@ -281,7 +286,7 @@ Tensor packed_attention(const Tensor& qkv_in, int64_t heads, double dropout_p, b
   shape.kv_len = l;
   shape.head_dim = head_dim;
   shape.dropout = drop;
-  if (b == 0 || l == 0 || !backend_of(qkv).supports_attention(shape)) {
+  if (b == 0 || l == 0 || (drop && dropout_p >= 1.0) || !backend_of(qkv).supports_attention(shape)) {
     // Composite: the same function from the parts.
     const Tensor context = scaled_dot_product_attention(
         packed_part(qkv, 0, heads), packed_part(qkv, 1, heads), packed_part(qkv, 2, heads),

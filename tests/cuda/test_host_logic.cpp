@@ -4,11 +4,14 @@
 // CPU tensors alone.
 #include <doctest/doctest.h>
 
+#include <map>
+#include <random>
 #include <vector>
 
 #include "cuda_test_util.h"
 #include "engine/autocast.h"
 #include "engine/cpu/cpu_backend.h"
+#include "engine/cuda/adamw_plan.h"
 #include "engine/cuda/gemm_plan.h"
 #include "engine/cuda/strided_indexer.h"
 
@@ -208,4 +211,54 @@ TEST_CASE("cuda host: a batch uploader for the CPU hands back the host tensors a
   uploader.commit();
   CHECK(uploader.held() == 0);
   uploader.release();
+}
+
+namespace {
+
+// Every chunk of every non-empty tensor updated exactly once, within a launch's limits.
+void check_adamw_plan(const std::vector<int64_t>& numels, int max_tensors, int max_blocks,
+                      int64_t chunk) {
+  const auto launches = cuda::plan_adamw_launches(numels, max_tensors, max_blocks, chunk);
+  std::map<std::pair<size_t, int64_t>, int> seen;
+  for (const auto& launch : launches) {
+    REQUIRE(!launch.block_tensor.empty());
+    REQUIRE(launch.block_tensor.size() == launch.block_chunk.size());
+    REQUIRE(static_cast<int>(launch.block_tensor.size()) <= max_blocks);
+    REQUIRE(static_cast<int>(launch.tensors.size()) <= max_tensors);
+    for (size_t b = 0; b < launch.block_tensor.size(); ++b) {
+      const int slot = launch.block_tensor[b];
+      REQUIRE(slot >= 0);
+      REQUIRE(slot < static_cast<int>(launch.tensors.size()));
+      const size_t tensor = launch.tensors[slot];
+      REQUIRE(tensor < numels.size());
+      const int64_t c = launch.block_chunk[b];
+      REQUIRE(c >= 0);
+      REQUIRE(c * chunk < numels[tensor]);
+      ++seen[{tensor, c}];
+    }
+  }
+  size_t expected = 0;
+  for (size_t t = 0; t < numels.size(); ++t) {
+    const int64_t chunks = numels[t] > 0 ? (numels[t] + chunk - 1) / chunk : 0;
+    expected += static_cast<size_t>(chunks);
+    for (int64_t c = 0; c < chunks; ++c) REQUIRE(seen[{t, c}] == 1);
+  }
+  CHECK(seen.size() == expected);
+}
+
+}  // namespace
+
+TEST_CASE("cuda host: the fused AdamW's launches cover every chunk once, also tensors spanning launches") {
+  // The CUDA kernel's limits: 36 tensors, 320 blocks of 65536 elements a launch.
+  // soft_moe_128's experts (100.7M elements, 1536 chunks, after phi) span five launches.
+  check_adamw_plan({1000, 100663296}, 36, 320, 65536);
+  check_adamw_plan({int64_t{65536} * 300, int64_t{65536} * 700 + 1, 5}, 36, 320, 65536);
+  check_adamw_plan({0, 0, 7, 0}, 36, 320, 65536);
+  check_adamw_plan({}, 36, 320, 65536);
+  std::mt19937 rng(3);
+  for (int trial = 0; trial < 200; ++trial) {
+    std::vector<int64_t> numels(static_cast<size_t>(rng() % 60));
+    for (auto& n : numels) n = (rng() % 4 == 0) ? 0 : static_cast<int64_t>(rng() % 40) + 1;
+    check_adamw_plan(numels, 1 + static_cast<int>(rng() % 5), 1 + static_cast<int>(rng() % 7), 4);
+  }
 }

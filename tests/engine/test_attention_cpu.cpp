@@ -57,6 +57,8 @@ void compare(const Result& fused, const Result& composite, double tol, const std
   }
 }
 
+double max_abs(const Tensor& t) { return max(abs(t.detach())).item(); }
+
 Tensor random_of(const Shape& shape, uint64_t seed, DType dtype) {
   return random_input(shape, seed, -2.0, 2.0).to(dtype);
 }
@@ -235,4 +237,36 @@ TEST_CASE("attention: a fused result left without backward frees its graph") {
     }
   }
   for (const auto& node : nodes) CHECK(node.expired());
+}
+
+TEST_CASE("attention: dropout of 1 drops everything on both paths; a probability outside [0, 1] is refused") {
+  const Tensor qkv = random_of({2, 5, 12}, 14, DType::Float32);
+  for (bool fused : {true, false}) {
+    FusedSwitch on(fused);
+    Generator gen(9);
+    const Tensor packed = packed_attention(qkv, 2, 1.0, true, &gen);
+    CHECK(max_abs(packed) == 0.0);
+    CHECK(gen.offset() == 0);  // as dropout(x, 1): nothing drawn
+    const Tensor q = random_of({2, 2, 5, 4}, 15, DType::Float32);
+    CHECK(max_abs(scaled_dot_product_attention(q, q, q, 1.0, true, &gen)) == 0.0);
+    CHECK(gen.offset() == 0);
+    CHECK_THROWS_WITH_AS(packed_attention(qkv, 2, 1.5, true, &gen),
+                         doctest::Contains("must be in [0, 1], got 1.5"), Error);
+    CHECK_THROWS_WITH_AS(scaled_dot_product_attention(q, q, q, -0.1, true, &gen),
+                         doctest::Contains("must be in [0, 1], got -0.1"), Error);
+  }
+}
+
+TEST_CASE("attention: a fused forward's backward runs after the fused kernel is switched off") {
+  const Tensor qkv = random_of({2, 5, 12}, 16, DType::Float32).set_requires_grad(true);
+  Tensor out;
+  {
+    FusedSwitch on(true);
+    out = packed_attention(qkv, 2);
+  }
+  FusedSwitch off(false);
+  sum(out).backward();
+  REQUIRE(qkv.grad().defined());
+  // The gradient of the sum through softmax-weighted averages: non-zero only via v.
+  CHECK(max_abs(qkv.grad()) > 0.0);
 }

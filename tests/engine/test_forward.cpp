@@ -95,6 +95,71 @@ TEST_CASE("forward: matmul against a triple loop, awkward sizes and transposed v
   }
 }
 
+TEST_CASE("forward: matmul with broadcast operands BLAS cannot read in place (copied once)") {
+  // Column step 2: no BLAS layout, so the operand is copied before the GEMM; its
+  // broadcast batches (all of them, or one of two) must still pair up right.
+  const int64_t m = 5, k = 4, n = 3;
+  auto reference = [](const Tensor& a, const Tensor& b) {  // (B, m, k) @ (B, k, n), loops
+    const auto av = a.contiguous().to_vector<double>(), bv = b.contiguous().to_vector<double>();
+    const int64_t bt = a.size(0), m = a.size(1), k = a.size(2), n = b.size(2);
+    std::vector<double> c(static_cast<size_t>(bt * m * n), 0.0);
+    for (int64_t t = 0; t < bt; ++t)
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j)
+          for (int64_t p = 0; p < k; ++p)
+            c[(t * m + i) * n + j] += av[(t * m + i) * k + p] * bv[(t * k + p) * n + j];
+    return c;
+  };
+  auto worst = [](const std::vector<double>& x, const std::vector<double>& y) {
+    REQUIRE(x.size() == y.size());
+    double w = 0;
+    for (size_t i = 0; i < x.size(); ++i) w = std::max(w, std::abs(x[i] - y[i]));
+    return w;
+  };
+  const Tensor a = random_f32({m, 2 * k}, 31).slice(1, 0, 2 * k, 2);  // (m, k), column stride 2
+  const Tensor b = random_f32({3, k, n}, 32);
+  CHECK(worst(matmul(a, b).reshape({3 * m * n}).to_vector<double>(),
+              reference(a.unsqueeze(0).expand({3, m, k}), b)) < 1e-5);
+  const Tensor a2 = random_f32({2, 1, m, 2 * k}, 33).slice(3, 0, 2 * k, 2);  // (2, 1, m, k)
+  const Tensor b2 = random_f32({2, 3, k, n}, 34);
+  CHECK(worst(matmul(a2, b2).reshape({6 * m * n}).to_vector<double>(),
+              reference(a2.expand({2, 3, m, k}).reshape({6, m, k}), b2.reshape({6, k, n}))) < 1e-5);
+}
+
+TEST_CASE("forward: a GEMM with k = 0 is C = beta C (+ bias), then ReLU") {
+  const int64_t m = 3, n = 4;
+  const std::vector<double> c0 = {-2, -1, 0, 1, 2, 3, -3, 4, 5, -6, 7, -8};
+  const std::vector<double> bias = {1, -2, 3, -4};
+  for (bool relu : {false, true})
+    for (bool with_bias : {false, true})
+      for (double beta : {0.0, 0.5, 1.0}) {
+        if (with_bias && beta != 0.0) continue;  // not supported
+        Tensor c = Tensor::from_vector<double>(c0, {m, n});
+        const Tensor b = Tensor::from_vector<double>(bias, {n});
+        GemmArgs g;
+        g.dtype = DType::Float64;
+        g.m = m;
+        g.n = n;
+        g.k = 0;
+        g.lda = 1;
+        g.ldb = n;
+        g.c = c.data_ptr();
+        g.ldc = n;
+        g.alpha = 2.0;
+        g.beta = beta;
+        g.bias = with_bias ? b.data_ptr() : nullptr;
+        g.relu = relu;
+        backend_for(kCPU).gemm(g);
+        const auto got = c.to_vector<double>();
+        for (int64_t i = 0; i < m * n; ++i) {
+          double want = with_bias ? bias[i % n] : beta * c0[i];
+          if (relu) want = std::max(want, 0.0);
+          INFO("relu " << relu << " bias " << with_bias << " beta " << beta << " element " << i);
+          CHECK(got[i] == want);
+        }
+      }
+}
+
 TEST_CASE("forward: linear is x W^T + b") {
   const Tensor x = Tensor::from_vector<float>({1, 2, 3, 4, 5, 6}, {2, 3});
   const Tensor w = Tensor::from_vector<float>({1, 0, -1, 2, 1, 0}, {2, 3});

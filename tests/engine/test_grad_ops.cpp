@@ -40,6 +40,9 @@ TEST_CASE("grad: matmul, batched, broadcast and transposed operands") {
                   {random_input({3, 2, 4}, 24), random_input({2, 4, 1}, 25)});
   check_gradients("matmul size-1 dims", [](const Inputs& x) { return matmul(x[0], x[1]); },
                   {random_input({1, 4}, 26), random_input({4, 1}, 27)});
+  check_gradients("matmul of a strided broadcast operand",
+                  [](const Inputs& x) { return matmul(x[0].slice(-1, 0, 8, 2), x[1]); },
+                  {random_input({2, 1, 3, 8}, 28), random_input({2, 3, 4, 5}, 29)});
 }
 
 TEST_CASE("grad: linear with and without bias") {
