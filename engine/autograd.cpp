@@ -93,11 +93,15 @@ void accumulate_leaf(TensorImpl* leaf, Tensor grad) {
 
 }  // namespace
 
-void run_backward(const Tensor& root, const Tensor& gradient) {
+void run_backward(const Tensor& root, const Tensor& gradient_in) {
   FG_CHECK(root.requires_grad(), "backward() on a tensor that does not require a gradient");
-  FG_CHECK(gradient.shape() == root.shape(), "backward(): gradient of shape ",
-           shape_str(gradient.shape()), " for a tensor of shape ", shape_str(root.shape()));
+  FG_CHECK(gradient_in.shape() == root.shape(), "backward(): gradient of shape ",
+           shape_str(gradient_in.shape()), " for a tensor of shape ", shape_str(root.shape()));
+  FG_CHECK(gradient_in.device() == root.device(), "backward(): gradient on ", gradient_in.device().str(),
+           " for a tensor on ", root.device().str());
   NoGradGuard no_grad;
+  // Kernels read the gradient as the root's dtype (PyTorch casts it the same way).
+  const Tensor gradient = gradient_in.to(root.dtype());
   if (!root.grad_fn()) {
     accumulate_leaf(root.impl(), gradient);
     if (g_grad_ready_hook) g_grad_ready_hook(root.impl());

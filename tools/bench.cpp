@@ -99,6 +99,9 @@ output:
   --json FILE           write every number to FILE as JSON
   --help                this text
 
+Exit status: 0; 1 on an error; 3 when a PyTorch peer failed (its row says why;
+fgmoe's numbers are still printed and written).
+
 Ratios are the peer's median step time over fgmoe's (above 1: fgmoe is faster).
 )";
 
@@ -701,6 +704,13 @@ int main(int argc, char** argv) {
       out << j.dump(2) << "\n";
       FG_CHECK(out.good(), "cannot write ", o.json_path);
     }
+    // A peer that failed (not one reported unavailable, such as torch.compile
+    // missing) fails the run once everything measured has been printed and saved.
+    for (const Side& s : sides)
+      if (s.why.rfind("failed: ", 0) == 0) {
+        std::fprintf(stderr, "fgmoe-bench: the %s peer %s\n", s.name.c_str(), s.why.c_str());
+        return 3;
+      }
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "fgmoe-bench: %s\n", e.what());

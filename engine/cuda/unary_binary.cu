@@ -90,7 +90,17 @@ struct ArithmeticFn {
   BinaryOp op;
   __device__ T operator()(T a, T b) const {
     using C = compute_t<T>;
-    const C x = convert<C>(a), y = convert<C>(b);
+    return convert<T>(apply(op, convert<C>(a), convert<C>(b)));
+  }
+  // Operands of other types (a float scalar with a bfloat16 tensor) are read
+  // as the compute type, so the result is rounded to T once.
+  template <class A, class B>
+  __device__ T operator()(A a, B b) const {
+    using C = compute_t<T>;
+    return convert<T>(apply(op, convert<C>(a), convert<C>(b)));
+  }
+  __device__ static compute_t<T> apply(BinaryOp op, compute_t<T> x, compute_t<T> y) {
+    using C = compute_t<T>;
     C r;
     switch (op) {
       case BinaryOp::Add:
@@ -130,7 +140,7 @@ struct ArithmeticFn {
         r = C(0);
         break;  // comparisons have their own functor
     }
-    return convert<T>(r);
+    return r;
   }
 };
 
@@ -281,6 +291,19 @@ void unary(UnaryOp op, const Tensor& x, const Tensor& out) {
 }
 
 void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
+  if (a.dtype() != b.dtype() && out.dtype() == DType::BFloat16 && !is_comparison(op) &&
+      ((a.dtype() == DType::BFloat16 && b.dtype() == DType::Float32) ||
+       (a.dtype() == DType::Float32 && b.dtype() == DType::BFloat16))) {
+    // A bfloat16 tensor with a float32 operand (a scalar kept at float precision):
+    // computed in float, rounded once.
+    FG_CHECK(a.shape() == out.shape() && b.shape() == out.shape(), binary_name(op),
+             ": operands must be broadcast to the output's shape");
+    if (a.dtype() == DType::BFloat16)
+      launch_map2<bf16, bf16, float>(binary_name(op), a, b, out, ArithmeticFn<bf16>{op});
+    else
+      launch_map2<bf16, float, bf16>(binary_name(op), a, b, out, ArithmeticFn<bf16>{op});
+    return;
+  }
   FG_CHECK(a.dtype() == b.dtype(), binary_name(op), ": operand dtypes differ (",
            dtype_name(a.dtype()), " and ", dtype_name(b.dtype()), ")");
   FG_CHECK(a.shape() == out.shape() && b.shape() == out.shape(), binary_name(op),

@@ -53,16 +53,30 @@ bool is_comparison(BinaryOp op) {
 
 namespace {
 
+// A bfloat16 CUDA tensor with a 0-d float32 operand (a scalar, as scalar_like
+// makes them): as PyTorch treats a Python number, the scalar does not promote
+// the tensor, and the CUDA kernel reads it as float, so it is not rounded to
+// bfloat16 first (1 / 0.9 would become 1.109375).
+bool bf16_with_float_scalar(const Tensor& t, const Tensor& scalar, BinaryOp op) {
+  return !is_comparison(op) && t.device().is_cuda() && t.dtype() == DType::BFloat16 && t.dim() > 0 &&
+         scalar.dim() == 0 && scalar.dtype() == DType::Float32;
+}
+
 // Runs a binary kernel on broadcast operands converted to a common dtype.
 Tensor binary_forward(BinaryOp op, const Tensor& a, const Tensor& b, const char* name) {
   FG_CHECK(a.defined() && b.defined(), name, ": undefined operand");
   check_same_device(a, b, name);
   const Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
+  NoGradGuard no_grad;
+  if (bf16_with_float_scalar(a, b, op) || bf16_with_float_scalar(b, a, op)) {
+    Tensor out = Tensor::empty(shape, DType::BFloat16, a.device());
+    if (out.numel()) backend_of(out).binary(op, broadcast_view(a, shape), broadcast_view(b, shape), out);
+    return out;
+  }
   const DType compute = promote_types(a.dtype(), b.dtype());
   const DType result = is_comparison(op) ? DType::Bool : compute;
   Tensor out = Tensor::empty(shape, result, a.device());
   if (out.numel() == 0) return out;
-  NoGradGuard no_grad;
   const Tensor ac = broadcast_view(a.to(compute), shape);
   const Tensor bc = broadcast_view(b.to(compute), shape);
   backend_of(out).binary(op, ac, bc, out);
@@ -76,8 +90,11 @@ Tensor unary_forward(UnaryOp op, const Tensor& x) {
   return out;
 }
 
+// The operand for a number: in t's dtype, except for bfloat16 CUDA tensors,
+// whose numbers stay float32 (see bf16_with_float_scalar).
 Tensor scalar_like(const Tensor& t, double value) {
-  return Tensor::scalar(value, t.dtype(), t.device());
+  const bool keep_float = t.device().is_cuda() && t.dtype() == DType::BFloat16 && t.dim() > 0;
+  return Tensor::scalar(value, keep_float ? DType::Float32 : t.dtype(), t.device());
 }
 
 }  // namespace

@@ -147,7 +147,17 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   return record("matmul", out, {a, b}, [save_a, save_b, sa = a.shape(), sb = b.shape()](
                                            const Tensor& g, InputGrads& grads) {
     if (grads.needs(0)) grads.set(0, sum_to(matmul(g, save_b.transpose(-1, -2)), sa));
-    if (grads.needs(1)) grads.set(1, sum_to(matmul(save_a.transpose(-1, -2), g), sb));
+    if (grads.needs(1)) {
+      if (sb.size() == 2 && sa.size() > 2) {
+        // One matrix against a batch: the batch folds into the inner dimension, one
+        // GEMM (not a product per batch element summed afterwards, which in
+        // bfloat16 also rounds every partial product).
+        const int64_t k = sa.back();
+        grads.set(1, matmul(save_a.reshape({-1, k}).transpose(0, 1), g.reshape({-1, g.size(-1)})));
+      } else {
+        grads.set(1, sum_to(matmul(save_a.transpose(-1, -2), g), sb));
+      }
+    }
   });
 }
 

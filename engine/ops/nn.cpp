@@ -55,9 +55,11 @@ Tensor layer_norm(const Tensor& x_in, int64_t normalized_ndim, const Tensor& wei
   const int64_t rows = cols ? x.numel() / cols : 0;
   const Shape norm_shape(x.shape().end() - normalized_ndim, x.shape().end());
   for (const Tensor* p : {&weight, &bias})
-    if (p->defined())
+    if (p->defined()) {
       FG_CHECK(p->numel() == cols, "layer_norm: parameter of shape ", shape_str(p->shape()),
                " for normalized shape ", shape_str(norm_shape));
+      check_same_device(x, *p, "layer_norm");
+    }
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   // Statistics in float32 for 16-bit inputs, else in the input's type.
   const DType stats = x.dtype() == DType::Float64 ? DType::Float64 : DType::Float32;
@@ -76,13 +78,14 @@ Tensor layer_norm(const Tensor& x_in, int64_t normalized_ndim, const Tensor& wei
   Tensor xd = xc.detach();
   const Shape wshape = weight.defined() ? weight.shape() : Shape{};
   const Shape bshape = bias.defined() ? bias.shape() : Shape{};
+  const DType bias_dtype = bias.defined() ? bias.dtype() : x.dtype();
   return record("layer_norm", out, {x, weight, bias},
-                [xd, wd, mean, rstd, rows, cols, wshape, bshape](const Tensor& g, InputGrads& grads) {
+                [xd, wd, mean, rstd, rows, cols, wshape, bshape, bias_dtype](const Tensor& g, InputGrads& grads) {
                   Tensor gx = grads.needs(0) ? Tensor::empty(xd.shape(), xd.dtype(), xd.device())
                                              : Tensor();
                   Tensor gw = grads.needs(1) ? Tensor::empty(wshape, wd.dtype(), wd.device())
                                              : Tensor();
-                  Tensor gb = grads.needs(2) ? Tensor::empty(bshape, xd.dtype(), xd.device())
+                  Tensor gb = grads.needs(2) ? Tensor::empty(bshape, bias_dtype, xd.device())
                                              : Tensor();
                   if (xd.numel())
                     backend_of(xd).layer_norm_backward(g.contiguous(), xd, mean, rstd, wd, rows,
@@ -97,6 +100,15 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
   FG_CHECK(p >= 0.0 && p <= 1.0, "dropout: probability must be in [0, 1], got ", p);
   if (!training || p == 0.0) return x;
   if (p == 1.0) return mul(x, 0.0);
+  if (x.device().is_cuda() && x.dtype() == DType::BFloat16) {
+    // As PyTorch: the kept values times 1/(1-p) in float, rounded once (a
+    // bfloat16 mask would hold 1/(1-p) rounded: 1.109375 for p = 0.1, shrinking
+    // every dropout's output by 0.16%). The mask kept for the backward is bool.
+    Tensor draw = Tensor::empty(x.shape(), DType::Float32, x.device());
+    backend_of(x).dropout_mask(draw, p, gen.seed(), gen.next_offset());
+    const Tensor keep = ne(draw, 0.0);
+    return mul(where(keep, x, 0.0), 1.0 / (1.0 - p));
+  }
   Tensor mask = Tensor::empty(x.shape(), x.dtype(), x.device());
   if (mask.numel()) backend_of(x).dropout_mask(mask, p, gen.seed(), gen.next_offset());
   return mul(x, mask);
@@ -116,7 +128,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, double label_sm
       FG_CHECK(v >= 0 && v < classes, "cross_entropy: label ", v, " out of range for ", classes,
                " classes");
   }
-  Tensor target = one_hot(labels, classes, logits.dtype());
+  // Targets in float32 (float64 for float64 logits), as PyTorch runs the loss in
+  // float32 under autocast: bfloat16 would round 1 - s + s/C.
+  Tensor target = one_hot(labels, classes, logits.dtype() == DType::Float64 ? DType::Float64 : DType::Float32);
   if (label_smoothing > 0.0)
     target = add(mul(target, 1.0 - label_smoothing), label_smoothing / static_cast<double>(classes));
   return soft_cross_entropy(logits, target);

@@ -76,7 +76,10 @@ Tensor grad_norm(const std::vector<Tensor>& params) {
     backend_of(gf).sum_squares(gf, sq);  // one fused pass where the backend has one
     total = total.defined() ? add(total, sq.to(total.dtype())) : sq;
   }
-  if (!total.defined()) return Tensor::scalar(0.0);
+  if (!total.defined()) {
+    // No gradients at all: a zero on the parameters' device, where the caller reads it with the rest.
+    return Tensor::scalar(0.0, DType::Float32, params.empty() ? kCPU : params.front().device());
+  }
   return sqrt(total);
 }
 

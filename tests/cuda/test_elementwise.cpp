@@ -228,3 +228,43 @@ TEST_CASE("cuda: in-place updates through transposed views and public ops with p
   CHECK(got.dtype() == DType::Float32);
   check_close(got, add(mul(x, 2.0), y), 1e-6, 1e-6, "bfloat16 * 2 + float32");
 }
+
+TEST_CASE("cuda: bfloat16 tensors with numbers compute in float and round once, dropout too") {
+  FG_SKIP_WITHOUT_GPU();
+  // x holds bfloat16 values; the reference is the CPU's float32 arithmetic on the
+  // same values with the number as a float, rounded to bfloat16 once, as PyTorch
+  // computes a bfloat16 tensor with a Python number. Rounding the number to
+  // bfloat16 first (1 / 0.9 -> 1.109375) changes many of these results.
+  const Tensor x32 = rounded(random_cpu({7, 33}, 91, -3.0, 3.0), DType::BFloat16);
+  const Tensor x = on_gpu(x32.to(DType::BFloat16));
+  auto once = [](const Tensor& f32) { return rounded(f32, DType::BFloat16); };
+  auto same = [](const Tensor& got, const Tensor& expected, const std::string& what) {
+    CHECK(got.dtype() == DType::BFloat16);
+    check_close(got.to(DType::Float32), expected, 0.0, 0.0, what);
+  };
+  const double s = 1.0 / 0.9;
+  same(mul(x, s), once(mul(x32, s)), "mul");
+  same(add(x, 0.3), once(add(x32, 0.3)), "add");
+  same(sub(x, 0.3), once(sub(x32, 0.3)), "sub");
+  same(rsub(0.3, x), once(rsub(0.3, x32)), "rsub");
+  same(div(x, 3.0), once(div(x32, 3.0)), "div");
+  Tensor inplace = x.clone();
+  mul_(inplace, s);
+  same(inplace, once(mul(x32, s)), "mul_");
+
+  // Dropout: the same keep pattern as the CPU's float32 dropout (same Philox
+  // words), each kept value times 1/(1-p) in float, rounded once.
+  Generator gpu_gen(5), cpu_gen(5);
+  const Tensor dropped = dropout(x, 0.1, true, gpu_gen);
+  same(dropped, once(dropout(x32, 0.1, true, cpu_gen)), "dropout");
+  CHECK(gpu_gen.offset() == cpu_gen.offset());
+  // Its gradient: the upstream gradient on the kept entries times 1/(1-p), rounded once.
+  Tensor leaf = x.clone();
+  leaf.set_requires_grad(true);
+  Generator again(5);
+  const Tensor g32 = rounded(random_cpu({7, 33}, 92), DType::BFloat16);
+  sum(mul(dropout(leaf, 0.1, true, again), on_gpu(g32.to(DType::BFloat16)))).backward();
+  Generator cpu_again(5);
+  const Tensor keep = ne(dropout(Tensor::ones({7, 33}), 0.1, true, cpu_again), 0.0);
+  same(leaf.grad(), once(mul(where(keep, g32, 0.0), s)), "dropout backward");
+}

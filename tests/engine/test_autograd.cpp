@@ -109,3 +109,19 @@ TEST_CASE("autograd: the grad-ready hook fires once, when a reused leaf's gradie
     else CHECK(value == 1.0);
   }
 }
+
+TEST_CASE("autograd: an explicit gradient of another dtype is cast to the root's, a wrong shape is named") {
+  // softmax's backward kernel reads the gradient's memory as the root's dtype.
+  Tensor x = Tensor::from_vector<float>({1, 2, 3}, {3});
+  x.set_requires_grad();
+  softmax(x, -1).backward(Tensor::from_vector<double>({1, 0.5, 2}, {3}));
+  CHECK(x.grad().dtype() == DType::Float32);
+  Tensor x2 = Tensor::from_vector<float>({1, 2, 3}, {3});
+  x2.set_requires_grad();
+  softmax(x2, -1).backward(Tensor::from_vector<float>({1, 0.5, 2}, {3}));
+  CHECK(x.grad().to_vector<float>() == x2.grad().to_vector<float>());
+  Tensor z = Tensor::from_vector<float>({1, 2}, {2});
+  z.set_requires_grad();
+  CHECK_THROWS_WITH_AS(mul(z, 2.0).backward(Tensor::ones({3})), doctest::Contains("gradient of shape (3,) for a tensor of shape (2,)"),
+                       Error);
+}

@@ -74,6 +74,20 @@ def main():
         bad = subprocess.run([a.tool, "--attention", "flash"], capture_output=True, text=True)
         check(bad.returncode != 0 and "--attention" in bad.stderr, f"--attention flash accepted: {bad.stderr}")
 
+        # A peer that cannot run (here a "Python" that exits 1) is reported in the
+        # table and fails the run with status 3, after fgmoe's numbers were printed and saved.
+        failed_json = os.path.join(tmp, "failed_peer.json")
+        done = subprocess.run([a.tool] + TINY + ["--compare-pytorch", "--python", "/bin/false", "--json", failed_json],
+                              capture_output=True, text=True, timeout=240)
+        check(done.returncode == 3, f"a failed peer gave exit status {done.returncode}: {done.stderr}")
+        check("failed: exited with status 1" in done.stdout, f"the failed peer is not in the table: {done.stdout}")
+        if os.path.exists(failed_json):
+            with open(failed_json) as f:
+                fj = json.load(f)
+            check(fj.get("fgmoe", {}).get("available") is True, "fgmoe's own numbers missing after a failed peer")
+        else:
+            check(False, "no JSON written after a failed peer")
+
         # The composite attention path runs and says so.
         j = run(a.tool, TINY + ["--attention", "composite"], os.path.join(tmp, "composite.json"))
         if j is not None:
