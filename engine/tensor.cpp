@@ -242,9 +242,12 @@ bool Tensor::is_contiguous() const {
 
 namespace {
 std::atomic<uint64_t> g_host_reads{0};
+std::atomic<uint64_t> g_host_waits{0};
 }  // namespace
 
 uint64_t host_read_count() { return g_host_reads.load(std::memory_order_relaxed); }
+uint64_t host_wait_count() { return g_host_waits.load(std::memory_order_relaxed); }
+void note_host_wait() { g_host_waits.fetch_add(1, std::memory_order_relaxed); }
 
 template <class T>
 std::vector<T> Tensor::to_vector() const {

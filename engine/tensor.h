@@ -32,6 +32,11 @@ int64_t wrap_dim(int64_t dim, int64_t ndim, const char* op = "op");
 // accelerator each read waits for the queued work, so a training step should make
 // none; tests check that with this count.
 uint64_t host_read_count();
+// How many times the host has waited for an accelerator's queued work to copy
+// data (reads back, and synchronous uploads such as from_vector on CUDA; not
+// explicit synchronize() calls). A warmed-up training step should make none.
+uint64_t host_wait_count();
+void note_host_wait();  // for backends
 
 class Tensor {
  public:

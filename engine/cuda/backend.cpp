@@ -34,10 +34,12 @@ class CudaBackend final : public Backend {
   // The caller may reuse src as soon as this returns, so the copy is waited for.
   void copy_from_host(void* dst, const void* src, size_t nbytes) override {
     FG_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, cuda::stream()));
+    note_host_wait();  // the caller may reuse src at once
     FG_CUDA_CHECK(cudaStreamSynchronize(cuda::stream()));
   }
   void copy_to_host(void* dst, const void* src, size_t nbytes) override {
     FG_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, cuda::stream()));
+    note_host_wait();
     FG_CUDA_CHECK(cudaStreamSynchronize(cuda::stream()));
   }
   void synchronize() override { FG_CUDA_CHECK(cudaStreamSynchronize(cuda::stream())); }

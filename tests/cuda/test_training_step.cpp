@@ -8,7 +8,7 @@
 
 using namespace fg;
 
-TEST_CASE("cuda: after warm-up a training step neither synchronizes through host reads nor calls cudaMalloc") {
+TEST_CASE("cuda: after warm-up a training step neither waits for the device (reads, uploads) nor calls cudaMalloc") {
   FG_SKIP_WITHOUT_GPU();
   const models::ModelConfig c = testing::step_test_config(2);  // head dim 64, as the fused kernel takes
   for (const bool bf16 : {false, true}) {
@@ -18,9 +18,11 @@ TEST_CASE("cuda: after warm-up a training step neither synchronizes through host
     for (int i = 0; i < 2; ++i) step();
     backend_for(kCUDA).synchronize();
     const uint64_t reads = host_read_count();
+    const uint64_t waits = host_wait_count();
     const size_t mallocs = cuda_memory_stats().device_allocations;
     for (int i = 0; i < 3; ++i) step();
     CHECK(host_read_count() - reads == 0);
+    CHECK(host_wait_count() - waits == 0);  // no synchronous upload either
     backend_for(kCUDA).synchronize();
     // With the cache off (FGMOE_CUDA_EXACT_ALLOC, as under compute-sanitizer memcheck)
     // every block is a cudaMalloc by design.
@@ -40,10 +42,12 @@ TEST_CASE("cuda: a batch uploader queues copies, holds their sources until relea
     const Tensor expected = cuda_testing::random_cpu({4, 3, 8, 8}, static_cast<uint64_t>(batch + 1));
     copy_(images, expected);
     const uint64_t reads = host_read_count();
+    const uint64_t waits = host_wait_count();
     const Tensor on_device = uploader.upload(images);
     const Tensor labels_on_device = uploader.upload(labels);
     uploader.commit();
     CHECK(host_read_count() == reads);
+    CHECK(host_wait_count() == waits);
     CHECK(uploader.held() == 2);
     CHECK(on_device.device().is_cuda());
     CHECK(max_abs_diff(on_device.to(kCPU), expected) == 0.0);
