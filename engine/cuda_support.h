@@ -94,6 +94,9 @@ void cuda_synchronize();
 struct CudaMemoryStats {
   size_t allocated = 0;           // bytes in live tensors
   size_t peak_allocated = 0;      // since start or the last reset_peak
+  // The tensors' own sizes, each rounded up to 512 bytes (allocated counts the
+  // size classes, up to 6.25% more): what PyTorch's memory_allocated counts.
+  size_t requested = 0, peak_requested = 0;
   size_t reserved = 0;            // bytes obtained from cudaMalloc (live + cached)
   size_t device_allocations = 0;  // cudaMalloc calls so far (flat in the steady state)
   bool caching = true;            // false when FGMOE_CUDA_EXACT_ALLOC turns the cache off

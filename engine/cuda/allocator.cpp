@@ -47,6 +47,10 @@ size_t size_class(size_t nbytes) {
   return (nbytes + step - 1) / step * step;
 }
 
+size_t requested_bytes(size_t nbytes) {
+  return (std::max<size_t>(nbytes, 1) + kSmallGranule - 1) / kSmallGranule * kSmallGranule;
+}
+
 struct Pool {
   Pool() {
     const char* exact_env = std::getenv("FGMOE_CUDA_EXACT_ALLOC");
@@ -56,6 +60,9 @@ struct Pool {
   bool exact = false;
   std::unordered_map<size_t, std::vector<void*>> free_blocks;
   size_t allocated = 0, peak = 0, reserved = 0, device_allocations = 0;
+  // What tensors asked for, each rounded up to 512 bytes: the count PyTorch's
+  // max_memory_allocated makes, so peaks compare without the size classes' slack.
+  size_t requested = 0, peak_requested = 0;
   bool poison = false;
 };
 
@@ -110,6 +117,8 @@ void* cached_malloc(size_t nbytes) {
   }
   p.allocated += size;
   if (p.allocated > p.peak) p.peak = p.allocated;
+  p.requested += requested_bytes(nbytes);
+  if (p.requested > p.peak_requested) p.peak_requested = p.requested;
   if (p.poison) FG_CUDA_CHECK(cudaMemsetAsync(ptr, 0xFF, size, stream()));
   return ptr;
 }
@@ -120,6 +129,7 @@ void cached_free(void* ptr, size_t nbytes) {
   const size_t size = p.exact ? std::max<size_t>(nbytes, 1) : size_class(nbytes);
   std::lock_guard<std::mutex> lock(p.mutex);
   p.allocated -= size;
+  p.requested -= requested_bytes(nbytes);
   if (p.exact) {
     // Queued kernels may still use the block (cudaFree is not documented to wait
     // for them): this mode is for compute-sanitizer runs, where speed does not count.
@@ -160,6 +170,8 @@ CudaMemoryStats cuda_memory_stats() {
   std::lock_guard<std::mutex> lock(p.mutex);
   stats.allocated = p.allocated;
   stats.peak_allocated = p.peak;
+  stats.requested = p.requested;
+  stats.peak_requested = p.peak_requested;
   stats.reserved = p.reserved;
   stats.device_allocations = p.device_allocations;
   stats.caching = !p.exact;
@@ -170,6 +182,7 @@ void cuda_reset_peak_memory() {
   cuda::Pool& p = cuda::pool();
   std::lock_guard<std::mutex> lock(p.mutex);
   p.peak = p.allocated;
+  p.peak_requested = p.requested;
 }
 
 void cuda_empty_cache() {

@@ -156,6 +156,21 @@ TEST_CASE("cuda: the caching allocator reaches a steady state without cudaMalloc
   CHECK(all_nan);
   cuda_empty_cache();
   CHECK(cuda_memory_stats().reserved <= after.reserved);
+  // Requested bytes (each tensor rounded up to 512, as PyTorch counts) against
+  // the size classes: 1000 floats are 4000 -> 4096 bytes on both counts; 300,001
+  // floats (1,200,004 bytes, above 1 MiB) are 1,200,128 requested and a class of
+  // 1,310,720 (steps of 2 MiB / 16).
+  const CudaMemoryStats base = cuda_memory_stats();
+  {
+    const Tensor small = Tensor::empty({1000}, DType::Float32, kCUDA);
+    const Tensor large = Tensor::empty({300001}, DType::Float32, kCUDA);
+    const CudaMemoryStats held = cuda_memory_stats();
+    CHECK(held.requested - base.requested == 4096 + 1200128);
+    if (held.caching)  // exact sizes without the cache (FGMOE_CUDA_EXACT_ALLOC)
+      CHECK(held.allocated - base.allocated == 4096 + 1310720);
+    CHECK(held.peak_requested >= held.requested);
+  }
+  CHECK(cuda_memory_stats().requested == base.requested);
 }
 
 TEST_CASE("cuda: pinned host buffers upload asynchronously behind a fence") {
