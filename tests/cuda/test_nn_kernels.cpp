@@ -211,7 +211,10 @@ TEST_CASE("cuda: fused multi-tensor AdamW matches the CPU over several steps") {
       check_close(gpu_params[i], cpu_params[i], rtol, rtol, what + " param");
       check_close(gpu_opt.states()[i % 2 == 0 ? i / 2 : (shapes.size() + 1) / 2 + i / 2].exp_avg,
                   cpu_opt.states()[i % 2 == 0 ? i / 2 : (shapes.size() + 1) / 2 + i / 2].exp_avg,
-                  rtol, 1e-9, what + " exp_avg");
+                  // float32: the two compilers fuse the moment update's multiply-adds
+                  // differently (half an ulp of a product, carried across steps), which
+                  // shows where m nearly cancels.
+                  rtol, dtype == DType::Float64 ? 1e-15 : 1e-8, what + " exp_avg");
     }
   }
 }
