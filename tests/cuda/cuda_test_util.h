@@ -65,7 +65,7 @@ inline std::vector<double> host_values(const Tensor& t) {
 }
 
 // |got - expected| <= atol + rtol * |expected| everywhere; NaN in got fails
-// unless expected is NaN at that element.
+// unless expected is NaN at that element; equal values (infinities too) pass.
 inline void check_close(const Tensor& got, const Tensor& expected, double rtol, double atol,
                         const std::string& what) {
   INFO(what);
@@ -78,7 +78,7 @@ inline void check_close(const Tensor& got, const Tensor& expected, double rtol, 
   int64_t failures = 0;
   for (size_t i = 0; i < g.size(); ++i) {
     const bool both_nan = std::isnan(g[i]) && std::isnan(e[i]);
-    if (both_nan) continue;
+    if (both_nan || g[i] == e[i]) continue;  // equal infinities too (inf - inf is NaN)
     const double excess = std::abs(g[i] - e[i]) - (atol + rtol * std::abs(e[i]));
     if (!(excess <= 0)) {  // NaN lands here too
       ++failures;

@@ -3,6 +3,8 @@
 // strided (view) outputs and in-place updates.
 #include <doctest/doctest.h>
 
+#include <cmath>
+
 #include "cuda_test_util.h"
 
 using namespace fg;
@@ -57,6 +59,25 @@ TEST_CASE("cuda: copy converts between every pair of dtypes, contiguous and stri
       check_equal(gpu_src.slice(1, 3, 20, 4).to(to), cpu_src.slice(1, 3, 20, 4).to(to),
                   what + " (sliced with a step)");
     }
+  }
+}
+
+TEST_CASE("cuda: rounding to 16-bit floats is the CPU's, ties to even, subnormals and overflow included") {
+  FG_SKIP_WITHOUT_GPU();
+  // Values that 16-bit types do not hold: random ones over many magnitudes, and
+  // exact ties between two neighbours (bf16: 1 + 2^-8 lies halfway between 1 and
+  // 1 + 2^-7; float16: 1 + 2^-11 between 1 and 1 + 2^-10), tiny and huge values.
+  std::vector<double> values;
+  const auto r = random_cpu({4000}, 19, -1.0, 1.0, DType::Float64).to_vector<double>();
+  for (size_t i = 0; i < r.size(); ++i) values.push_back(r[i] * std::pow(10.0, static_cast<double>(i % 20) - 10.0));
+  for (double tie : {1.0 + std::ldexp(1.0, -8), 1.0 + 3 * std::ldexp(1.0, -8), 1.0 + std::ldexp(1.0, -11),
+                     1.0 + 3 * std::ldexp(1.0, -11), 1e-8, 6e-8, 65504.0, 65520.0, 70000.0, 3.4e38})
+    for (double sign : {1.0, -1.0}) values.push_back(sign * tie);
+  const Tensor cpu32 = Tensor::from_vector(values, {static_cast<int64_t>(values.size())}).to(DType::Float32);
+  const Tensor gpu32 = on_gpu(cpu32);
+  for (DType to : {DType::BFloat16, DType::Float16}) {
+    const std::string what = std::string("float32 -> ") + dtype_name(to);
+    check_equal(gpu32.to(to), cpu32.to(to), what);
   }
 }
 
