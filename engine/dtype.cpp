@@ -43,6 +43,8 @@ bool is_floating(DType dtype) {
          dtype == DType::Float16;
 }
 
+DType float_math_dtype(DType dtype) { return dtype == DType::Float64 ? DType::Float64 : DType::Float32; }
+
 DType promote_types(DType a, DType b) {
   if (a == b) return a;
   auto rank = [](DType t) {

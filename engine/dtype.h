@@ -16,6 +16,9 @@ bool is_floating(DType dtype);
 // The type two operands of an arithmetic op are computed in (PyTorch-like
 // promotion restricted to the types fgmoe uses).
 DType promote_types(DType a, DType b);
+// The type statistics, losses and norms are computed in: float64 for float64,
+// float32 for everything else (16-bit floats included).
+DType float_math_dtype(DType dtype);
 
 // bfloat16: the upper half of an IEEE float, rounded to nearest even.
 struct BFloat16 {

@@ -11,8 +11,7 @@ Tensor foreground_tokens(const Tensor& masks, int64_t grid) {
            shape_str(masks.shape()));
   NoGradGuard no_grad;
   // The reference interpolates float masks bicubically and keeps any nonzero response.
-  const DType dtype = masks.dtype() == DType::Float64 ? DType::Float64 : DType::Float32;
-  const Tensor resized = bicubic_resize(masks.to(dtype), grid, grid);
+  const Tensor resized = bicubic_resize(masks.to(float_math_dtype(masks.dtype())), grid, grid);
   return ne(resized, 0.0).reshape({masks.size(0), grid * grid});
 }
 

@@ -236,6 +236,7 @@ struct Side {
   std::string name;
   bool available = false;
   std::string why;  // when unavailable
+  bool failed = false;  // the peer's process failed (not merely unavailable, as torch.compile can be)
   std::vector<double> times;
   std::map<std::string, std::vector<double>> phases;
   double peak_memory = -1, max_rss = -1, tensor_peak = -1;
@@ -329,6 +330,7 @@ Side run_peer(const Options& o, const models::ModelConfig& config, const std::st
     std::fprintf(stderr, "fgmoe-bench: warning: the PyTorch peer (%s) %s. Command: %s\n", variant.c_str(),
                  why.c_str(), cmd.c_str());
     side.why = "failed: " + why;
+    side.failed = true;
     return side;
   };
   if (code != 0)
@@ -716,7 +718,7 @@ int main(int argc, char** argv) {
     // A peer that failed (not one reported unavailable, such as torch.compile
     // missing) fails the run once everything measured has been printed and saved.
     for (const Side& s : sides)
-      if (s.why.rfind("failed: ", 0) == 0) {
+      if (s.failed) {
         std::fprintf(stderr, "fgmoe-bench: the %s peer %s\n", s.name.c_str(), s.why.c_str());
         return 3;
       }

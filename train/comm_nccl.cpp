@@ -107,15 +107,17 @@ class NcclCommunicator : public Communicator {
     if (on_gpu.empty()) return;
     // Checked before the group opens: a throw inside it would leave it open and
     // every later collective queued in it, never launched.
+    std::vector<ncclDataType_t> types;
     for (const Tensor& t : on_gpu) {
       check_dense(t, "all_reduce_sum");
-      nccl_type(t.dtype());
+      types.push_back(nccl_type(t.dtype()));
     }
     const cudaEvent_t done = enqueue([&] {
       FG_NCCL_CHECK(ncclGroupStart());
-      for (const Tensor& t : on_gpu) {
-        FG_NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
-                                    nccl_type(t.dtype()), ncclSum, comm_, comm_stream_));
+      for (size_t i = 0; i < on_gpu.size(); ++i) {
+        const Tensor& t = on_gpu[i];
+        FG_NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), types[i], ncclSum,
+                                    comm_, comm_stream_));
       }
       FG_NCCL_CHECK(ncclGroupEnd());
     });
@@ -177,13 +179,17 @@ class NcclCommunicator : public Communicator {
     Clock::time_point deadline;
   };
 
+  // Now plus the communicator's timeout (FGMOE_DIST_TIMEOUT).
+  Clock::time_point timeout_from_now() const {
+    return Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_));
+  }
+
   bool comm_stream_drained() const {
-    const auto deadline =
-        Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_));
+    const Clock::time_point until = timeout_from_now();
     for (;;) {
       const cudaError_t status = cudaStreamQuery(comm_stream_);
       if (status == cudaSuccess) return true;
-      if (status != cudaErrorNotReady || Clock::now() > deadline) {
+      if (status != cudaErrorNotReady || Clock::now() > until) {
         std::fprintf(stderr, "fgmoe-train: warning: rank %d: %s; aborting the NCCL communicator\n", rank(),
                      status == cudaErrorNotReady ? "the last collectives did not complete in time"
                                                  : cudaGetErrorString(status));
@@ -214,10 +220,9 @@ class NcclCommunicator : public Communicator {
 
   // The watchdog owns the event from here on and destroys it once it has fired.
   void watch_event(cudaEvent_t e) {
-    const auto deadline =
-        Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_));
+    const Clock::time_point until = timeout_from_now();
     std::lock_guard<std::mutex> lock(mutex_);
-    watched_.push_back({e, deadline});
+    watched_.push_back({e, until});
   }
 
   [[noreturn]] void fail(const std::string& why) {

@@ -254,11 +254,15 @@ void gemm(const GemmArgs& g) {
   const ColumnMajorGemm cm = to_column_major(g);
   const bool tf32 = g.dtype == DType::Float32 && allow_tf32();
   Libraries& libs = libraries();
-  if (!libs.use_lt) {
+  const size_t element = dtype_size(g.dtype);
+  const uint32_t align_bias = g.bias ? alignment_of(g.bias, 0, 0, 1, element) : 0;
+  // A bias under 16-byte alignment (a view into a larger bias, e.g. one third of a
+  // packed projection's) goes the classic way too: cuBLASLt's heuristic may still
+  // choose a kernel that loads it 16 bytes at a time.
+  if (!libs.use_lt || (g.bias && align_bias < 16)) {
     classic_gemm(g, cm, tf32);
     return;
   }
-  const size_t element = dtype_size(g.dtype);
   PlanKey key;
   std::memset(&key, 0, sizeof(key));  // padding too: the key is compared and hashed bytewise
   key.dtype = g.dtype;
@@ -284,14 +288,7 @@ void gemm(const GemmArgs& g) {
   key.align_second =
       alignment_of(cm.second.ptr, cm.second.ld, cm.second.batch_stride, cm.batch, element);
   key.align_d = alignment_of(cm.d, cm.ldd, cm.stride_d, cm.batch, element);
-  key.align_bias = g.bias ? alignment_of(g.bias, 0, 0, 1, element) : 0;
-  if (g.bias && key.align_bias < 16) {
-    // The heuristic may still choose a kernel that loads the bias 16 bytes at a
-    // time (a view into a larger bias, e.g. one third of a packed projection's):
-    // such a bias is added by the classic path instead.
-    classic_gemm(g, cm, tf32);
-    return;
-  }
+  key.align_bias = align_bias;
 
   std::lock_guard<std::mutex> lock(g_mutex);
   auto it = plans().find(key);

@@ -53,13 +53,17 @@ bool is_comparison(BinaryOp op) {
 
 namespace {
 
-// A bfloat16 CUDA tensor with a 0-d float32 operand (a scalar, as scalar_like
-// makes them): as PyTorch treats a Python number, the scalar does not promote
-// the tensor, and the CUDA kernel reads it as float, so it is not rounded to
-// bfloat16 first (1 / 0.9 would become 1.109375).
+// Numbers combined with this tensor stay float32 (a bfloat16 CUDA tensor): as
+// PyTorch treats a Python number, the number does not promote the tensor, and
+// the CUDA kernel reads it as float, so it is not rounded to bfloat16 first
+// (1 / 0.9 would become 1.109375).
+bool numbers_stay_float(const Tensor& t) {
+  return t.device().is_cuda() && t.dtype() == DType::BFloat16 && t.dim() > 0;
+}
+
+// t with such a number (a 0-d float32 operand, as scalar_like makes them).
 bool bf16_with_float_scalar(const Tensor& t, const Tensor& scalar, BinaryOp op) {
-  return !is_comparison(op) && t.device().is_cuda() && t.dtype() == DType::BFloat16 && t.dim() > 0 &&
-         scalar.dim() == 0 && scalar.dtype() == DType::Float32;
+  return !is_comparison(op) && numbers_stay_float(t) && scalar.dim() == 0 && scalar.dtype() == DType::Float32;
 }
 
 // Runs a binary kernel on broadcast operands converted to a common dtype.
@@ -90,11 +94,9 @@ Tensor unary_forward(UnaryOp op, const Tensor& x) {
   return out;
 }
 
-// The operand for a number: in t's dtype, except for bfloat16 CUDA tensors,
-// whose numbers stay float32 (see bf16_with_float_scalar).
+// The operand for a number: in t's dtype, or float32 (numbers_stay_float).
 Tensor scalar_like(const Tensor& t, double value) {
-  const bool keep_float = t.device().is_cuda() && t.dtype() == DType::BFloat16 && t.dim() > 0;
-  return Tensor::scalar(value, keep_float ? DType::Float32 : t.dtype(), t.device());
+  return Tensor::scalar(value, numbers_stay_float(t) ? DType::Float32 : t.dtype(), t.device());
 }
 
 }  // namespace

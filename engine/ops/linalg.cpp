@@ -168,16 +168,17 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   FG_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), "linear: input of shape ",
            shape_str(x.shape()), " does not match weight of shape ", shape_str(weight.shape()));
   const int64_t in = weight.size(1), out_features = weight.size(0);
-  if (bias.defined())
+  if (bias.defined()) {
     FG_CHECK(bias.dim() == 1 && bias.size(0) == out_features, "linear: bias of shape ",
              shape_str(bias.shape()), " for weight of shape ", shape_str(weight.shape()));
+    check_same_device(x, bias, "linear");
+  }
   Shape out_shape = x.shape();
   out_shape.back() = out_features;
   Tensor out;
   {
     NoGradGuard no_grad;
     const Tensor x2 = x.reshape({-1, in});
-    if (bias.defined()) check_same_device(x, bias, "linear");
     const Tensor b = bias.defined() ? bias.to(x.dtype()).contiguous() : Tensor();
     out = matmul_forward(x2, weight.transpose(0, 1), b).reshape(out_shape);
   }

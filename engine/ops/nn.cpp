@@ -62,7 +62,7 @@ Tensor layer_norm(const Tensor& x_in, int64_t normalized_ndim, const Tensor& wei
     }
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   // Statistics in float32 for 16-bit inputs, else in the input's type.
-  const DType stats = x.dtype() == DType::Float64 ? DType::Float64 : DType::Float32;
+  const DType stats = float_math_dtype(x.dtype());
   Tensor mean = Tensor::empty({rows}, stats, x.device());
   Tensor rstd = Tensor::empty({rows}, stats, x.device());
   Tensor xc;
@@ -130,7 +130,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, double label_sm
   }
   // Targets in float32 (float64 for float64 logits), as PyTorch runs the loss in
   // float32 under autocast: bfloat16 would round 1 - s + s/C.
-  Tensor target = one_hot(labels, classes, logits.dtype() == DType::Float64 ? DType::Float64 : DType::Float32);
+  Tensor target = one_hot(labels, classes, float_math_dtype(logits.dtype()));
   if (label_smoothing > 0.0)
     target = add(mul(target, 1.0 - label_smoothing), label_smoothing / static_cast<double>(classes));
   return soft_cross_entropy(logits, target);
@@ -160,10 +160,6 @@ Tensor empty_heads_last(int64_t b, int64_t h, int64_t l, int64_t d, DType dtype,
   return Tensor::empty({b, l, h, d}, dtype, device).transpose(1, 2);
 }
 
-// The statistics a fused forward keeps for its backward: float32, or float64
-// for float64 inputs (a backend that takes float64 keeps it exact).
-DType logsumexp_dtype(DType dtype) { return dtype == DType::Float64 ? DType::Float64 : DType::Float32; }
-
 // Runs the backend's fused forward on (B, H, L, D) head views and returns what
 // the backward needs; args.out is written with the result (heads last).
 AttentionForwardArgs fused_attention_forward(const AttentionShape& shape, const Tensor& q4,
@@ -183,7 +179,7 @@ AttentionForwardArgs fused_attention_forward(const AttentionShape& shape, const 
   args.out = empty_heads_last(shape.batch, shape.heads, shape.q_len, shape.head_dim, shape.dtype,
                               q4.device());
   args.logsumexp = Tensor::empty({shape.batch * shape.heads * shape.q_len},
-                                 logsumexp_dtype(shape.dtype), q4.device());
+                                 float_math_dtype(shape.dtype), q4.device());
   backend_of(q4).attention(args);
   return args;
 }

@@ -71,7 +71,7 @@ Tensor grad_norm(const std::vector<Tensor>& params) {
   for (const Tensor& p : params) {
     const Tensor g = p.grad();
     if (!g.defined()) continue;
-    const Tensor gf = (g.dtype() == DType::Float64 ? g : g.to(DType::Float32)).contiguous();
+    const Tensor gf = g.to(float_math_dtype(g.dtype())).contiguous();
     const Tensor sq = Tensor::empty({}, gf.dtype(), gf.device());
     backend_of(gf).sum_squares(gf, sq);  // one fused pass where the backend has one
     total = total.defined() ? add(total, sq.to(total.dtype())) : sq;
