@@ -224,9 +224,11 @@ int main(int argc, char** argv) {
     const Tensor grad = randn_cuda({b, heads, tokens, head_dim}, 11, DType::BFloat16);
     const double attention_flops = 4.0 * b * heads * tokens * tokens * head_dim;
     Generator gen(12);
-    for (bool fused : {true, false}) {
-      const std::string kind = fused ? "fused" : "composite";
-      cuda_set_fused_attention(fused);
+    // "fused": the default (tensor cores for bfloat16); "fused cuda-cores": the
+    // CUDA-core kernel the tensor-core one replaced; "composite": GEMMs + softmax.
+    for (const std::string kind : {"fused", "fused cuda-cores", "composite"}) {
+      cuda_set_fused_attention(kind != "composite");
+      cuda_set_tensor_core_attention(kind == "fused");
       add("attention fwd bf16 " + kind + " (b, 6, 196, 64), p 0.1", attention_flops, nullptr, [&] {
         NoGradGuard no_grad;
         scaled_dot_product_attention(q0, k0, v0, 0.1, true, &gen);
@@ -245,6 +247,7 @@ int main(int argc, char** argv) {
           });
     }
     cuda_set_fused_attention(true);
+    cuda_set_tensor_core_attention(true);
   }
   // ---- GEMM with bias epilogue ----
   {

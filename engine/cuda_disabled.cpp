@@ -16,6 +16,7 @@ namespace {
 constexpr size_t kHostAlignment = 64;
 bool g_allow_tf32 = false;
 bool g_fused_attention = true;
+bool g_tensor_core_attention = true;
 }  // namespace
 
 void* pinned_alloc(size_t nbytes) {
@@ -59,5 +60,7 @@ void cuda_set_allow_tf32(bool on) { g_allow_tf32 = on; }
 bool cuda_allow_tf32() { return g_allow_tf32; }
 void cuda_set_fused_attention(bool on) { g_fused_attention = on; }
 bool cuda_fused_attention() { return g_fused_attention; }
+void cuda_set_tensor_core_attention(bool on) { g_tensor_core_attention = on; }
+bool cuda_tensor_core_attention() { return g_tensor_core_attention; }
 
 }  // namespace fg

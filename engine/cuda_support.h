@@ -118,5 +118,9 @@ bool cuda_allow_tf32();
 // matmul-softmax-dropout-matmul path, as the CPU does.
 void cuda_set_fused_attention(bool on);
 bool cuda_fused_attention();
+// Tensor cores for the fused attention's bfloat16 case (on by default); off
+// makes bfloat16 attention use the CUDA-core kernel (for comparisons).
+void cuda_set_tensor_core_attention(bool on);
+bool cuda_tensor_core_attention();
 
 }  // namespace fg

@@ -64,9 +64,11 @@ run:
                         autocast, float32 master weights and optimizer)
   --no-tf32             CUDA fp32: keep float32 GEMMs off the TF32 tensor cores
                         (allowed by default, on both sides alike)
-  --attention A         fused (default): the backend's fused attention kernel; composite:
-                        matmul, softmax, dropout and matmul as separate ops (to compare the
-                        two on a device; the PyTorch peer is not affected)
+  --attention A         fused (default): the backend's fused attention kernel (tensor
+                        cores for bf16 on CUDA); cuda-cores: the fused CUDA-core kernel
+                        even for bf16; composite: matmul, softmax, dropout and matmul as
+                        separate ops (to compare them on a device; the PyTorch peer is
+                        not affected)
   --warmup N            untimed steps first (default 2)
   --steps N             timed steps (default 5)
   --threads N           CPU threads, for fgmoe and the PyTorch peer (default: all)
@@ -163,8 +165,8 @@ Options parse_options(int argc, char** argv, bool& help) {
   }
   FG_CHECK(o.precision == "fp32" || o.precision == "bf16", "--precision must be fp32 or bf16, got '",
            o.precision, "'");
-  FG_CHECK(o.attention == "fused" || o.attention == "composite",
-           "--attention must be fused or composite, got '", o.attention, "'");
+  FG_CHECK(o.attention == "fused" || o.attention == "composite" || o.attention == "cuda-cores",
+           "--attention must be fused, cuda-cores or composite, got '", o.attention, "'");
   FG_CHECK(o.workers == 0 || !o.data_path.empty(), "--workers needs --data-path");
   if (o.workers == 0) o.workers = o.threads;
   if (!o.data_path.empty())
@@ -392,8 +394,9 @@ int main(int argc, char** argv) {
       // the matmuls run in bfloat16 and PyTorch's default, TF32 off, is kept).
       cuda_set_allow_tf32(o.tf32 && o.precision == "fp32");
     }
-    cpu_set_fused_attention(o.attention == "fused");
-    cuda_set_fused_attention(o.attention == "fused");
+    cpu_set_fused_attention(o.attention != "composite");
+    cuda_set_fused_attention(o.attention != "composite");
+    cuda_set_tensor_core_attention(o.attention == "fused");
     Backend& backend = backend_for(device);
 
     // ---- data (optional): the loader with the reference's training transforms
@@ -451,7 +454,10 @@ int main(int argc, char** argv) {
                 static_cast<long long>(o.image_size), o.device.c_str(), o.precision.c_str(),
                 cuda && !bf16 ? (o.tf32 ? " (TF32 allowed)" : " (no TF32)") : "", o.threads, o.steps,
                 o.warmup);
-    if (o.attention != "fused") std::printf("attention: %s (matmul, softmax, dropout, matmul)\n", o.attention.c_str());
+    if (o.attention == "composite")
+      std::printf("attention: composite (matmul, softmax, dropout, matmul)\n");
+    else if (o.attention == "cuda-cores")
+      std::printf("attention: fused, CUDA cores only (no tensor-core kernel for bfloat16)\n");
     std::printf("machine: %s, %u hardware threads, load average %.2f %.2f %.2f\n", cpu_model().c_str(),
                 std::thread::hardware_concurrency(), load_before.size() == 3 ? load_before[0] : 0.0,
                 load_before.size() == 3 ? load_before[1] : 0.0, load_before.size() == 3 ? load_before[2] : 0.0);

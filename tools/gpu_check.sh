@@ -3,7 +3,7 @@
 #   1. build for Hopper (CMAKE_CUDA_ARCHITECTURES=90, or $FGMOE_CUDA_ARCH),
 #   2. tests: the CUDA tests (and the CPU engine tests) through ctest,
 #   3. bench (FGMOE_GPU_BENCH=1): the whole-step comparison (soft_moe_32, batch
-#      128: bf16 with fused and with composite attention, then bf16 and
+#      128: bf16 with fused (tensor-core), composite and CUDA-core attention, then bf16 and
 #      fp32/TF32 against PyTorch eager and torch.compile), each run's JSON and
 #      output kept in the logs folder and its table printed at the end,
 #   4. sanitizers: the CUDA tests under compute-sanitizer memcheck (with the
@@ -113,6 +113,7 @@ if [ $STATUS -eq 0 ] && wants bench; then
   }
   bench "bf16 fused attention" "${BF16[@]}" --breakdown
   bench "bf16 composite attention" "${BF16[@]}" --attention composite --breakdown
+  bench "bf16 CUDA-core attention" "${BF16[@]}" --attention cuda-cores --breakdown
   bench "bf16 against PyTorch" "${BF16[@]}" "${PEER[@]}"
   bench "fp32 TF32 against PyTorch" --precision fp32 "${PEER[@]}"
 fi

@@ -4,8 +4,9 @@
 // exactly as dropout_mask draws a contiguous (B, H, Lq, Lk) mask, so this path
 // and the composite one drop the same entries).
 //
-// Deliberately simple, to be right before it is fast: CUDA cores in float, no
-// tensor cores. Each block stages the whole K and V (or Q and dO) of one
+// These kernels serve float32 (and bfloat16 when the tensor-core kernels of
+// attention_tc.cuh are switched off or do not fit). Deliberately simple, to be
+// right before it is fast: CUDA cores in float, no tensor cores. Each block stages the whole K and V (or Q and dO) of one
 // (batch, head) in shared memory as float, rows padded to D + 4 floats so that
 // a warp's 16-byte row reads hit distinct banks; each warp then owns one row at
 // a time: scores for that row in a per-warp buffer, softmax by warp shuffles,
@@ -18,6 +19,10 @@
 //    Delta_i = dO_i . O_i, ds_ij = p_ij (dp_ij - Delta_i); dQ_i = scale sum_j ds_ij k_j.
 //    Writes Delta for kernel B.
 //  B (per key row j): dV_j = sum_i p_ij m_ij dO_i, dK_j = scale sum_i ds_ij q_i.
+#include <algorithm>
+
+#include "engine/cuda/attention_params.cuh"
+#include "engine/cuda/attention_tc.cuh"
 #include "engine/cuda/device_utils.cuh"
 #include "engine/cuda/kernels.h"
 #include "engine/philox.h"
@@ -30,31 +35,7 @@ constexpr int kWarps = 4;          // warps per block
 constexpr int kRowsPerBlock = 32;  // query (or key) rows per block
 constexpr int kThreads = kWarps * 32;
 
-struct HeadLayout {
-  int64_t batch = 0, head = 0, row = 0;  // element strides; the head dim has stride 1
-};
-
 HeadLayout layout_of(const Tensor& t) { return HeadLayout{t.stride(0), t.stride(1), t.stride(2)}; }
-
-struct AttentionParams {
-  const void* q = nullptr;
-  const void* k = nullptr;
-  const void* v = nullptr;
-  const void* out = nullptr;
-  const void* grad_out = nullptr;
-  void* result = nullptr;   // forward: O; backward A: dQ
-  void* result2 = nullptr;  // backward B: dK
-  void* result3 = nullptr;  // backward B: dV
-  HeadLayout q_layout, k_layout, v_layout, out_layout, grad_out_layout;
-  HeadLayout result_layout, result2_layout, result3_layout;
-  float* logsumexp = nullptr;  // (B * H * Lq)
-  float* delta = nullptr;      // (B * H * Lq), backward only
-  int heads = 1, q_len = 0, kv_len = 0;
-  float scale = 1.0f;
-  bool dropout = false;
-  float dropout_p = 0.0f, dropout_scale = 1.0f;
-  uint64_t seed = 0, offset = 0;
-};
 
 template <int D>
 __host__ __device__ constexpr int padded() {
@@ -63,14 +44,6 @@ __host__ __device__ constexpr int padded() {
 
 // Per-warp buffers start on 16-byte boundaries (they are read as float4).
 __host__ __device__ __forceinline__ int64_t round4(int64_t n) { return (n + 3) / 4 * 4; }
-
-__device__ __forceinline__ int64_t head_offset(const HeadLayout& l, int64_t b, int64_t h) {
-  return b * l.batch + h * l.head;
-}
-
-__device__ __forceinline__ bool keep_word(uint32_t word, float p) {
-  return static_cast<float>(word >> 8) * (1.0f / 16777216.0f) >= p;
-}
 
 // Multiplies buf[j] (j < n) by mask element row_base + j (per-warp buffer; the
 // caller separates this pass from the others with __syncwarp).
@@ -86,11 +59,6 @@ __device__ void apply_row_dropout(float* buf, int n, uint64_t row_base, const At
         buf[e - row_base] *= keep_word(r.v[w], p.dropout_p) ? p.dropout_scale : 0.0f;
     }
   }
-}
-
-__device__ __forceinline__ float mask_value(uint64_t e, const AttentionParams& p) {
-  const Philox4 r = philox4x32(e >> 2, p.offset, p.seed);
-  return keep_word(r.v[e & 3], p.dropout_p) ? p.dropout_scale : 0.0f;
 }
 
 // Stages rows [0, rows) of a (row-strided, unit column stride) matrix in shared
@@ -395,6 +363,13 @@ void check_head_tensor(const Tensor& t, const AttentionShape& s, int64_t len, co
            ") ", dtype_name(s.dtype), " CUDA view with unit stride in the last dim");
 }
 
+// 16-byte pieces: bfloat16 rows (the tensor-core kernels' only dtype) with
+// every stride a multiple of 8 elements.
+bool rows_move_in_chunks(const Tensor& t) {
+  return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && t.stride(0) % 8 == 0 &&
+         t.stride(1) % 8 == 0 && t.stride(2) % 8 == 0;
+}
+
 AttentionParams common_params(const AttentionShape& s, const Tensor& q, const Tensor& k,
                               const Tensor& v, double scale, double dropout_p, uint64_t seed,
                               uint64_t offset) {
@@ -417,21 +392,103 @@ AttentionParams common_params(const AttentionShape& s, const Tensor& q, const Te
   p.dropout_scale = static_cast<float>(1.0 / (1.0 - dropout_p));
   p.seed = seed;
   p.offset = offset;
+  p.vector_io = rows_move_in_chunks(q) && rows_move_in_chunks(k) && rows_move_in_chunks(v);
   return p;
+}
+
+// ---------------------------------------------------------------- tensor-core path
+
+bool shape_in_grid_limits(const AttentionShape& s) {
+  if (s.head_dim != 32 && s.head_dim != 64 && s.head_dim != 128) return false;
+  if (s.batch <= 0 || s.heads <= 0 || s.q_len <= 0 || s.kv_len <= 0) return false;
+  return s.batch * s.heads <= 65535 && s.q_len <= (int64_t{1} << 24) &&
+         s.kv_len <= (int64_t{1} << 24);
+}
+
+template <class F>
+void dispatch_tc_dim(int64_t head_dim, F f) {
+  switch (head_dim) {
+    case 32:
+      f(std::integral_constant<int, 32>{});
+      break;
+    case 64:
+      f(std::integral_constant<int, 64>{});
+      break;
+    case 128:
+      f(std::integral_constant<int, 128>{});
+      break;
+    default:
+      FG_CHECK(false, "attention: head dim ", head_dim, " is not supported by the tensor-core kernel");
+  }
+}
+
+bool tensor_core_supported(const AttentionShape& s) {
+  if (!tensor_core_attention_enabled() || s.dtype != DType::BFloat16 || !shape_in_grid_limits(s))
+    return false;
+  if (device_properties().major < 8) return false;  // bfloat16 WMMA needs sm_80
+  size_t most = 0;
+  dispatch_tc_dim(s.head_dim, [&](auto dim) {
+    using L = tc::Layout<decltype(dim)::value>;
+    most = std::max({L::kForwardBytes, L::kQueryBytes, L::kKeyBytes});
+  });
+  return most <= device_properties().sharedMemPerBlockOptin;
+}
+
+void tc_forward(const AttentionShape& s, AttentionParams p) {
+  const dim3 grid(static_cast<unsigned>(ceil_div(s.q_len, tc::kRows)),
+                  static_cast<unsigned>(s.batch * s.heads));
+  dispatch_tc_dim(s.head_dim, [&](auto dim) {
+    constexpr int D = decltype(dim)::value;
+    static const bool configured = (allow_shared(tc::forward_kernel<D>), true);
+    (void)configured;
+    tc::forward_kernel<D><<<grid, tc::kThreads, tc::Layout<D>::kForwardBytes, stream()>>>(p);
+  });
+  FG_CUDA_LAUNCH_CHECK("attention (tensor cores)");
+}
+
+// p holds the forward's inputs, out, grad_out, logsumexp and delta; the
+// gradients' pointers are set here.
+void tc_backward(const AttentionBackwardArgs& a, AttentionParams p) {
+  const AttentionShape& s = a.shape;
+  p.result = a.grad_q.data_ptr();
+  p.result_layout = layout_of(a.grad_q);
+  p.result2 = a.grad_k.data_ptr();
+  p.result2_layout = layout_of(a.grad_k);
+  p.result3 = a.grad_v.data_ptr();
+  p.result3_layout = layout_of(a.grad_v);
+  p.vector_io = p.vector_io && rows_move_in_chunks(a.grad_q) && rows_move_in_chunks(a.grad_k) &&
+                rows_move_in_chunks(a.grad_v);
+  const unsigned bh = static_cast<unsigned>(s.batch * s.heads);
+  dispatch_tc_dim(s.head_dim, [&](auto dim) {
+    constexpr int D = decltype(dim)::value;
+    using L = tc::Layout<D>;
+    static const bool configured =
+        (allow_shared(tc::backward_query_kernel<D>), allow_shared(tc::backward_key_kernel<D>), true);
+    (void)configured;
+    tc::backward_query_kernel<D>
+        <<<dim3(static_cast<unsigned>(ceil_div(s.q_len, tc::kRows)), bh), tc::kThreads,
+           L::kQueryBytes, stream()>>>(p);
+    FG_CUDA_LAUNCH_CHECK("attention backward (tensor cores, dq)");
+    tc::backward_key_kernel<D>
+        <<<dim3(static_cast<unsigned>(ceil_div(s.kv_len, tc::kRows)), bh), tc::kThreads,
+           L::kKeyBytes, stream()>>>(p);
+    FG_CUDA_LAUNCH_CHECK("attention backward (tensor cores, dk, dv)");
+  });
+}
+
+bool cuda_core_supported(const AttentionShape& s) {
+  if (s.dtype != DType::Float32 && s.dtype != DType::BFloat16) return false;
+  if (!shape_in_grid_limits(s)) return false;
+  const size_t limit = device_properties().sharedMemPerBlockOptin;
+  return forward_shared_bytes(s.q_len, s.kv_len, s.head_dim) <= limit &&
+         backward_query_shared_bytes(s.q_len, s.kv_len, s.head_dim) <= limit &&
+         backward_key_shared_bytes(s.q_len, s.kv_len, s.head_dim) <= limit;
 }
 
 }  // namespace
 
 bool attention_supported(const AttentionShape& s) {
-  if (s.dtype != DType::Float32 && s.dtype != DType::BFloat16) return false;
-  if (s.head_dim != 32 && s.head_dim != 64 && s.head_dim != 128) return false;
-  if (s.batch <= 0 || s.heads <= 0 || s.q_len <= 0 || s.kv_len <= 0) return false;
-  if (s.batch * s.heads > 65535 || s.q_len > (int64_t{1} << 24) || s.kv_len > (int64_t{1} << 24))
-    return false;
-  const size_t limit = device_properties().sharedMemPerBlockOptin;
-  return forward_shared_bytes(s.q_len, s.kv_len, s.head_dim) <= limit &&
-         backward_query_shared_bytes(s.q_len, s.kv_len, s.head_dim) <= limit &&
-         backward_key_shared_bytes(s.q_len, s.kv_len, s.head_dim) <= limit;
+  return tensor_core_supported(s) || cuda_core_supported(s);
 }
 
 void attention(const AttentionForwardArgs& a) {
@@ -445,6 +502,11 @@ void attention(const AttentionForwardArgs& a) {
   p.result = a.out.data_ptr();
   p.result_layout = layout_of(a.out);
   p.logsumexp = static_cast<float*>(a.logsumexp.data_ptr());
+  if (tensor_core_supported(s)) {
+    p.vector_io = p.vector_io && rows_move_in_chunks(a.out);
+    tc_forward(s, p);
+    return;
+  }
   const size_t shared = forward_shared_bytes(s.q_len, s.kv_len, s.head_dim);
   const dim3 grid(static_cast<unsigned>(ceil_div(s.q_len, kRowsPerBlock)),
                   static_cast<unsigned>(s.batch * s.heads));
@@ -477,6 +539,11 @@ void attention_backward(const AttentionBackwardArgs& a) {
   p.logsumexp = static_cast<float*>(a.logsumexp.data_ptr());
   DeviceBuffer delta(static_cast<size_t>(s.batch * s.heads * s.q_len) * sizeof(float));
   p.delta = delta.as<float>();
+  if (tensor_core_supported(s)) {
+    p.vector_io = p.vector_io && rows_move_in_chunks(a.out) && rows_move_in_chunks(a.grad_out);
+    tc_backward(a, p);
+    return;
+  }
   const unsigned bh = static_cast<unsigned>(s.batch * s.heads);
   dispatch_attention(s, "attention backward", [&](auto type_tag, auto dim) {
     using T = decltype(type_tag);

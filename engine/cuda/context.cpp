@@ -19,6 +19,7 @@ std::atomic<int> g_requested_device{0};
 std::atomic<bool> g_context_created{false};
 std::atomic<bool> g_allow_tf32{false};
 std::atomic<bool> g_fused_attention{true};
+std::atomic<bool> g_tensor_core_attention{true};
 
 struct Context {
   int device = 0;
@@ -91,6 +92,7 @@ int64_t grid_for(int64_t n, int threads) {
 
 bool allow_tf32() { return g_allow_tf32.load(); }
 bool fused_attention_enabled() { return g_fused_attention.load(); }
+bool tensor_core_attention_enabled() { return g_tensor_core_attention.load(); }
 
 }  // namespace cuda
 
@@ -117,6 +119,8 @@ void cuda_set_allow_tf32(bool on) { cuda::g_allow_tf32 = on; }
 bool cuda_allow_tf32() { return cuda::g_allow_tf32.load(); }
 void cuda_set_fused_attention(bool on) { cuda::g_fused_attention = on; }
 bool cuda_fused_attention() { return cuda::g_fused_attention.load(); }
+void cuda_set_tensor_core_attention(bool on) { cuda::g_tensor_core_attention = on; }
+bool cuda_tensor_core_attention() { return cuda::g_tensor_core_attention.load(); }
 
 void copy_to_device_async(const Tensor& host, const Tensor& device_dst) {
   FG_CHECK(host.defined() && device_dst.defined(), "copy_to_device_async: undefined tensor");

@@ -43,6 +43,7 @@ int64_t grid_for(int64_t n, int threads);
 // Switches set through engine/cuda_support.h.
 bool allow_tf32();
 bool fused_attention_enabled();
+bool tensor_core_attention_enabled();
 
 // A temporary device buffer from the caching allocator, released (to the cache,
 // stream-ordered) when it goes out of scope. Kernels use it for partial sums.

@@ -1,7 +1,7 @@
-// The fused CUDA attention kernel against the CPU's composite
+// The fused CUDA attention kernels against the CPU's composite
 // (matmul-softmax-dropout-matmul) on the same inputs and generator state:
 // forward and backward, with and without dropout (the masks must be the same
-// ones), float32 and bfloat16, 3-D and 4-D inputs, strided head views as
+// ones), float32 and bfloat16 (tensor-core and CUDA-core kernels), 3-D and 4-D inputs, strided head views as
 // MultiheadAttention makes them, and the composite path on CUDA as well.
 #include <doctest/doctest.h>
 
@@ -81,6 +81,15 @@ TEST_CASE("cuda: fused attention matches the CPU composite, forward and backward
                                            on_gpu(v.to(dtype)), on_gpu(w), p, fused_gen);
         CHECK(fused.out.dtype() == dtype);
         compare(fused, expected, dtype, what + " (fused)");
+        if (dtype == DType::BFloat16) {  // the fused case above ran on tensor cores
+          Generator cuda_core_gen(9);
+          cuda_set_tensor_core_attention(false);
+          const Result cuda_core = run_attention(on_gpu(q.to(dtype)), on_gpu(k.to(dtype)),
+                                                 on_gpu(v.to(dtype)), on_gpu(w), p, cuda_core_gen);
+          cuda_set_tensor_core_attention(true);
+          compare(cuda_core, expected, dtype, what + " (fused, CUDA cores)");
+          CHECK(cuda_core_gen.offset() == cpu_gen.offset());
+        }
         cuda_set_fused_attention(false);
         const Result composite = run_attention(on_gpu(q.to(dtype)), on_gpu(k.to(dtype)),
                                                on_gpu(v.to(dtype)), on_gpu(w), p, composite_gen);
