@@ -111,15 +111,17 @@ void cuda_empty_cache();
 void cuda_set_poison_allocations(bool on);
 
 // ---- math modes ----
-// TF32 tensor cores for float32 GEMMs (off by default, as PyTorch's matmul).
+// TF32 tensor cores for float32 GEMMs and the fused attention (off by default,
+// as PyTorch's matmul).
 void cuda_set_allow_tf32(bool on);
 bool cuda_allow_tf32();
 // The fused attention kernel (on by default); off makes CUDA use the composite
 // matmul-softmax-dropout-matmul path, as the CPU does.
 void cuda_set_fused_attention(bool on);
 bool cuda_fused_attention();
-// Tensor cores for the fused attention's bfloat16 case (on by default); off
-// makes bfloat16 attention use the CUDA-core kernel (for comparisons).
+// Tensor cores for the fused attention (on by default): bfloat16, and float32
+// as TF32 when TF32 is allowed; off makes both use the CUDA-core kernel (for
+// comparisons).
 void cuda_set_tensor_core_attention(bool on);
 bool cuda_tensor_core_attention();
 

@@ -1,16 +1,23 @@
 // Device-side helpers shared by the CUDA kernels: element types and their
 // conversions (matching the CPU's), vector accesses, warp and block reductions,
 // and dtype dispatch.
+// Device code only needs the element types; the runtime and the backend's
+// context are left out under the host emulation of the tests, which brings its
+// own built-ins (and is included first).
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#if !defined(FGMOE_CUDA_EMULATION)
 #include <cuda_runtime.h>
+#endif
 
 #include <cstdint>
 #include <type_traits>
 
+#if !defined(FGMOE_CUDA_EMULATION)
 #include "engine/cuda/context.h"
+#endif
 
 namespace fg::cuda {
 
@@ -188,7 +195,13 @@ __device__ __forceinline__ float pow(float x, float y) { return ::powf(x, y); }
 __device__ __forceinline__ double pow(double x, double y) { return ::pow(x, y); }
 __device__ __forceinline__ float abs(float x) { return ::fabsf(x); }
 __device__ __forceinline__ double abs(double x) { return ::fabs(x); }
+#if defined(FGMOE_CUDA_EMULATION)
+// The host's <cmath> declares isnan in std only.
+__device__ __forceinline__ bool isnan(float x) { return std::isnan(x); }
+__device__ __forceinline__ bool isnan(double x) { return std::isnan(x); }
+#else
 __device__ __forceinline__ bool isnan(float x) { return ::isnan(x); }
 __device__ __forceinline__ bool isnan(double x) { return ::isnan(x); }
+#endif
 
 }  // namespace fg::cuda::math

@@ -1,7 +1,8 @@
 // The fused CUDA attention kernels against the CPU's composite
 // (matmul-softmax-dropout-matmul) on the same inputs and generator state:
 // forward and backward, with and without dropout (the masks must be the same
-// ones), float32 and bfloat16 (tensor-core and CUDA-core kernels), 3-D and 4-D inputs, strided head views as
+// ones), float32 (CUDA cores; tensor cores as TF32 when allowed) and bfloat16
+// (tensor-core and CUDA-core kernels), 3-D and 4-D inputs, strided head views as
 // MultiheadAttention makes them, and the composite path on CUDA as well.
 #include <doctest/doctest.h>
 
@@ -81,6 +82,22 @@ TEST_CASE("cuda: fused attention matches the CPU composite, forward and backward
                                            on_gpu(v.to(dtype)), on_gpu(w), p, fused_gen);
         CHECK(fused.out.dtype() == dtype);
         compare(fused, expected, dtype, what + " (fused)");
+        if (dtype == DType::Float32) {  // float32 with TF32 allowed runs on tensor cores
+          struct Tf32Restore {
+            bool saved = cuda_allow_tf32();
+            ~Tf32Restore() { cuda_set_allow_tf32(saved); }
+          } restore;
+          cuda_set_allow_tf32(true);
+          Generator tf32_gen(9);
+          const Result tf32 =
+              run_attention(on_gpu(q), on_gpu(k), on_gpu(v), on_gpu(w), p, tf32_gen);
+          // tf32 keeps 10 mantissa bits: between float32's and bfloat16's tolerances.
+          check_close(tf32.out, expected.out, 1e-2, 5e-3, what + " (fused, TF32) out");
+          check_close(tf32.grad_q, expected.grad_q, 1e-2, 2e-2, what + " (fused, TF32) grad q");
+          check_close(tf32.grad_k, expected.grad_k, 1e-2, 2e-2, what + " (fused, TF32) grad k");
+          check_close(tf32.grad_v, expected.grad_v, 1e-2, 2e-2, what + " (fused, TF32) grad v");
+          CHECK(tf32_gen.offset() == cpu_gen.offset());
+        }
         if (dtype == DType::BFloat16) {  // the fused case above ran on tensor cores
           Generator cuda_core_gen(9);
           cuda_set_tensor_core_attention(false);

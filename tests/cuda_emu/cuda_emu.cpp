@@ -66,7 +66,7 @@ struct Fiber {
   unsigned char* stack_lo = nullptr;  // usable stack, above the guard page
   size_t stack_bytes = 0;
   size_t stack_offset = 0;  // unused bytes at the top of the stack (see allocate_stack)
-  unsigned tid = 0;  // linear thread id in the block
+  unsigned tid = 0;         // linear thread id in the block
   uint3 idx{0, 0, 0};
   State state = State::ready;
   bool runnable = false;
@@ -555,9 +555,10 @@ bool release_barriers(unsigned n) {
     progress = true;
   }
   if (!progress)
-    fail_in_block("deadlock: no barrier can be released (a __syncthreads needs every live "
-                  "thread of the block, a warp collective all 32 lanes of its warp):" +
-                  describe_threads(0, n));
+    fail_in_block(
+        "deadlock: no barrier can be released (a __syncthreads needs every live "
+        "thread of the block, a warp collective all 32 lanes of its warp):" +
+        describe_threads(0, n));
   return true;
 }
 
@@ -621,7 +622,8 @@ void run_warps_ahead(const LaunchOptions& options, uint64_t& rng, unsigned n,
         if (f->error) std::rethrow_exception(f->error);
       }
       unsigned at_warp = 0;
-      for (unsigned t = first; t < first + lanes; ++t) at_warp += g.pool[t]->state == State::at_warp;
+      for (unsigned t = first; t < first + lanes; ++t)
+        at_warp += g.pool[t]->state == State::at_warp;
       if (lanes == 32 && at_warp == 32) {
         release_warp(first);
         ran = true;
@@ -668,8 +670,7 @@ void run_block(const LaunchOptions& options, uint64_t& rng, unsigned n,
     for (;;) {
       ++g.stats.rounds;
       if (options.order == Order::shuffle) {
-        for (unsigned i = n - 1; i > 0; --i)
-          std::swap(order[i], order[next_random(rng) % (i + 1)]);
+        for (unsigned i = n - 1; i > 0; --i) std::swap(order[i], order[next_random(rng) % (i + 1)]);
       }
       for (unsigned t : order) {
         Fiber* f = g.pool[t].get();
@@ -695,7 +696,7 @@ void run_block(const LaunchOptions& options, uint64_t& rng, unsigned n,
 }
 
 struct AlignedFree {
-  void operator()(unsigned char* p) const { ::operator delete(p, std::align_val_t{128}); }
+  void operator()(unsigned char* p) const { ::operator delete (p, std::align_val_t{128}); }
 };
 
 }  // namespace
@@ -716,12 +717,14 @@ void fail(const std::string& message) {
 }
 
 void fail_unstable_load() {
-  fail("wmma::load_matrix_sync: the tile changed while the warp was loading it (a write by "
-       "another thread that no __syncwarp or __syncthreads orders before or after the load)");
+  fail(
+      "wmma::load_matrix_sync: the tile changed while the warp was loading it (a write by "
+      "another thread that no __syncwarp or __syncthreads orders before or after the load)");
 }
 
 void fail_outside_kernel(const char* what) {
-  throw Error(std::string("fg_emu: ") + what + " called outside a kernel launched by fg_emu::launch");
+  throw Error(std::string("fg_emu: ") + what +
+              " called outside a kernel launched by fg_emu::launch");
 }
 
 void check_full_mask(const char* name, unsigned mask) {
@@ -836,7 +839,7 @@ void run_grid(const LaunchOptions& options, dim3 grid, dim3 block, size_t shared
   }
   std::unique_ptr<unsigned char, AlignedFree> shared;
   if (shared_bytes > 0)
-    shared.reset(static_cast<unsigned char*>(::operator new(shared_bytes, std::align_val_t{128})));
+    shared.reset(static_cast<unsigned char*>(::operator new (shared_bytes, std::align_val_t{128})));
 
   g.stats = LaunchStats{};
   g.invoke = invoke;

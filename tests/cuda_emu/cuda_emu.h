@@ -191,12 +191,12 @@ struct WarpOp {
   uint64_t value = 0;  // shuffle payload bits or vote predicate
   int arg = 0;         // srcLane, delta or laneMask
   int width = 32;
-  int size = 0;                  // payload bytes
-  const void* tag = nullptr;     // identifies the fragment types of a WMMA call
-  const void* ptr = nullptr;     // WMMA memory pointer
+  int size = 0;               // payload bytes
+  const void* tag = nullptr;  // identifies the fragment types of a WMMA call
+  const void* ptr = nullptr;  // WMMA memory pointer
   unsigned ldm = 0;
-  int layout = 0;                // 0 row-major, 1 column-major
-  const void* a = nullptr;       // WMMA fragment operands
+  int layout = 0;           // 0 row-major, 1 column-major
+  const void* a = nullptr;  // WMMA fragment operands
   const void* b = nullptr;
   const void* c = nullptr;
   void* d = nullptr;
@@ -263,15 +263,15 @@ inline unsigned vote(OpKind kind, const char* name, unsigned mask, int predicate
 // Runs every block of the grid to completion; throws what a thread threw, or
 // Error for a launch the device would refuse or a synchronization fault.
 template <class Kernel, class... Args>
-void launch(const LaunchOptions& options, dim3 grid, dim3 block, size_t shared_bytes,
-            Kernel kernel, Args... args) {
+void launch(const LaunchOptions& options, dim3 grid, dim3 block, size_t shared_bytes, Kernel kernel,
+            Args... args) {
   // Each thread calls the kernel with its own copies of the arguments, as the
   // device passes them by value.
   auto body = [&]() { kernel(args...); };
   using Body = decltype(body);
   detail::run_grid(
-      options, grid, block, shared_bytes,
-      [](const void* p) { (*static_cast<const Body*>(p))(); }, &body);
+      options, grid, block, shared_bytes, [](const void* p) { (*static_cast<const Body*>(p))(); },
+      &body);
 }
 
 template <class Kernel, class... Args>
@@ -334,13 +334,12 @@ T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = 32) {
 }
 template <class T>
 T __shfl_xor_sync(unsigned mask, T var, int laneMask, int width = 32) {
-  return ::fg_emu::detail::shuffle(::fg_emu::detail::OpKind::shfl_xor, "__shfl_xor_sync", mask,
-                                   var, laneMask, width);
+  return ::fg_emu::detail::shuffle(::fg_emu::detail::OpKind::shfl_xor, "__shfl_xor_sync", mask, var,
+                                   laneMask, width);
 }
 
 inline unsigned __ballot_sync(unsigned mask, int predicate) {
-  return ::fg_emu::detail::vote(::fg_emu::detail::OpKind::ballot, "__ballot_sync", mask,
-                                predicate);
+  return ::fg_emu::detail::vote(::fg_emu::detail::OpKind::ballot, "__ballot_sync", mask, predicate);
 }
 inline int __any_sync(unsigned mask, int predicate) {
   return static_cast<int>(
@@ -385,8 +384,8 @@ inline long long __double_as_longlong(double x) { return std::bit_cast<long long
 inline double __longlong_as_double(long long x) { return std::bit_cast<double>(x); }
 
 // The device's integer and floating min and max overloads.
-#define FG_EMU_MIN_MAX(T)                               \
-  inline T min(T a, T b) { return b < a ? b : a; }      \
+#define FG_EMU_MIN_MAX(T)                          \
+  inline T min(T a, T b) { return b < a ? b : a; } \
   inline T max(T a, T b) { return a < b ? b : a; }
 FG_EMU_MIN_MAX(int)
 FG_EMU_MIN_MAX(unsigned)
@@ -436,11 +435,11 @@ FG_EMU_ATOMIC(atomicExch, unsigned long long, val)
 FG_EMU_ATOMIC(atomicExch, float, val)
 #undef FG_EMU_ATOMIC
 
-#define FG_EMU_ATOMIC_CAS(T)                                 \
-  inline T atomicCAS(T* address, T compare, T val) {         \
-    const T old = *address;                                  \
-    if (old == compare) *address = val;                      \
-    return old;                                              \
+#define FG_EMU_ATOMIC_CAS(T)                         \
+  inline T atomicCAS(T* address, T compare, T val) { \
+    const T old = *address;                          \
+    if (old == compare) *address = val;              \
+    return old;                                      \
   }
 FG_EMU_ATOMIC_CAS(int)
 FG_EMU_ATOMIC_CAS(unsigned)
@@ -457,6 +456,18 @@ struct accumulator {};
 struct row_major {};
 struct col_major {};
 enum layout_t { mem_row_major, mem_col_major };
+namespace precision {
+struct tf32 {};  // A and B elements stored as float, of which the product reads 19 bits
+}  // namespace precision
+
+// Rounds to tf32 (10 mantissa bits) to nearest, ties away from zero, as
+// cvt.rna.tf32.f32; infinities and NaNs pass unchanged.
+inline float __float_to_tf32(float in) {
+  uint32_t bits = std::bit_cast<uint32_t>(in);
+  if ((bits & 0x7f800000u) == 0x7f800000u) return in;
+  bits = (bits + 0x1000u) & 0xffffe000u;
+  return std::bit_cast<float>(bits);
+}
 
 }  // namespace nvcuda::wmma
 
@@ -479,14 +490,21 @@ struct FragmentShape<nvcuda::wmma::accumulator, M, N, K> {
 };
 
 template <class T>
-inline constexpr bool is_wmma_16bit =
-    std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>;
+inline constexpr bool is_wmma_16bit = std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>;
+template <class T>
+inline constexpr bool is_wmma_tf32 = std::is_same_v<T, nvcuda::wmma::precision::tf32>;
 
-// The shapes the device offers for 16-bit inputs with float accumulation.
+// What an A or B fragment of element type T holds: tf32 is stored as float.
+template <class T>
+using storage_t = std::conditional_t<is_wmma_tf32<T>, float, T>;
+
+// The shapes the device offers with float accumulation: for 16-bit inputs,
+// and m16n16k8 for tf32.
 template <int M, int N, int K>
-inline constexpr bool is_wmma_shape =
-    (M == 16 && N == 16 && K == 16) || (M == 32 && N == 8 && K == 16) ||
-    (M == 8 && N == 32 && K == 16);
+inline constexpr bool is_wmma_shape = (M == 16 && N == 16 && K == 16) ||
+                                      (M == 32 && N == 8 && K == 16) ||
+                                      (M == 8 && N == 32 && K == 16) ||
+                                      (M == 16 && N == 16 && K == 8);
 
 // The programming guide's rules for load_matrix_sync and store_matrix_sync:
 // a 256-bit aligned pointer, and a leading dimension that is a multiple of 16
@@ -501,6 +519,11 @@ inline float to_float(__nv_bfloat16 v) {
   return std::bit_cast<float>(static_cast<uint32_t>(std::bit_cast<uint16_t>(v)) << 16);
 }
 inline float to_float(__half v) { return __half2float(v); }
+// A tf32 operand: the tensor cores read the sign, the exponent and the top 10
+// mantissa bits, so an element not rounded by __float_to_tf32 is truncated.
+inline float to_float(float v) {
+  return std::bit_cast<float>(std::bit_cast<uint32_t>(v) & 0xffffe000u);
+}
 
 // d = a b + c for row-major float tiles (M x K, K x N, M x N), each product
 // added in float in k order. Written with explicit 4-float vectors because
@@ -549,34 +572,37 @@ namespace nvcuda::wmma {
 template <class Use, int M, int N, int K, class T, class Layout = void>
 struct fragment {
   static_assert(::fg_emu::detail::is_wmma_shape<M, N, K>,
-                "emulated WMMA shapes: m16n16k16, m32n8k16, m8n32k16");
-  static_assert(std::is_same_v<Use, accumulator>
-                    ? std::is_same_v<T, float> && std::is_void_v<Layout>
-                    : ::fg_emu::detail::is_wmma_16bit<T> &&
-                          (std::is_same_v<Layout, row_major> || std::is_same_v<Layout, col_major>),
-                "emulated WMMA fragments: bf16 or half A and B with a row_major or col_major "
-                "layout, float accumulators without one");
-  using element_type = T;
+                "emulated WMMA shapes: m16n16k16, m32n8k16, m8n32k16, m16n16k8 (tf32)");
+  static_assert(
+      std::is_same_v<Use, accumulator>
+          ? std::is_same_v<T, float> && std::is_void_v<Layout>
+          : (K == 8 ? ::fg_emu::detail::is_wmma_tf32<T>
+                    : ::fg_emu::detail::is_wmma_16bit<T>)&&(std::is_same_v<Layout, row_major> ||
+                                                            std::is_same_v<Layout, col_major>),
+      "emulated WMMA fragments: bf16 or half A and B (tf32 for k 8) with a row_major "
+      "or col_major layout, float accumulators without one");
+  using element_type = ::fg_emu::detail::storage_t<T>;
   static constexpr int num_rows = ::fg_emu::detail::FragmentShape<Use, M, N, K>::rows;
   static constexpr int num_cols = ::fg_emu::detail::FragmentShape<Use, M, N, K>::cols;
   static constexpr int num_elements = num_rows * num_cols;
   static constexpr bool column_order = std::is_same_v<Layout, col_major>;
-  T x[num_elements];
+  element_type x[num_elements];
   fragment() { std::memset(static_cast<void*>(x), 0xFF, sizeof(x)); }
 };
 
 template <class Use, int M, int N, int K, class T, class Layout>
-inline void fill_fragment(fragment<Use, M, N, K, T, Layout>& f, const std::type_identity_t<T>& v) {
+inline void fill_fragment(fragment<Use, M, N, K, T, Layout>& f,
+                          const ::fg_emu::detail::storage_t<T>& v) {
   for (int i = 0; i < f.num_elements; ++i) f.x[i] = v;
 }
 
 // A or B operand; the layout is the fragment's.
 template <class Use, int M, int N, int K, class T, class Layout>
-  requires(!std::is_same_v<Use, accumulator>)
-inline void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f,
-                             const std::type_identity_t<T>* ptr, unsigned ldm) {
+requires(!std::is_same_v<Use, accumulator>) inline void load_matrix_sync(
+    fragment<Use, M, N, K, T, Layout>& f, const ::fg_emu::detail::storage_t<T>* ptr, unsigned ldm) {
   using F = fragment<Use, M, N, K, T, Layout>;
-  ::fg_emu::detail::check_wmma_memory("wmma::load_matrix_sync", ptr, ldm, sizeof(T));
+  ::fg_emu::detail::check_wmma_memory("wmma::load_matrix_sync", ptr, ldm,
+                                      sizeof(typename F::element_type));
   ::fg_emu::detail::WarpOp op;
   op.kind = ::fg_emu::detail::OpKind::wmma_load;
   op.name = "wmma::load_matrix_sync";
@@ -593,11 +619,11 @@ inline void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f,
   constexpr int length = F::num_elements / lines;
   for (int l = 0; l < lines; ++l)
     std::memcpy(static_cast<void*>(f.x + l * length), ptr + static_cast<size_t>(l) * ldm,
-                sizeof(T) * length);
+                sizeof(typename F::element_type) * length);
   ::fg_emu::detail::warp_collective(op);
   for (int l = 0; l < lines; ++l)
     if (std::memcmp(static_cast<const void*>(f.x + l * length), ptr + static_cast<size_t>(l) * ldm,
-                    sizeof(T) * length) != 0)
+                    sizeof(typename F::element_type) * length) != 0)
       ::fg_emu::detail::fail_unstable_load();
 }
 
@@ -692,8 +718,9 @@ inline void mma_sync(fragment<accumulator, M, N, K, float>& d,
   op.d = &d;
   op.hook = [](::fg_emu::detail::WarpOp* const* lanes) {
     using ::fg_emu::detail::WarpOp;
-    ::fg_emu::detail::check_uniform_fragment(lanes, &WarpOp::a, "operand a", sizeof(FA), sizeof(T));
-    ::fg_emu::detail::check_uniform_fragment(lanes, &WarpOp::b, "operand b", sizeof(FB), sizeof(T));
+    constexpr size_t kElement = sizeof(typename FA::element_type);
+    ::fg_emu::detail::check_uniform_fragment(lanes, &WarpOp::a, "operand a", sizeof(FA), kElement);
+    ::fg_emu::detail::check_uniform_fragment(lanes, &WarpOp::b, "operand b", sizeof(FB), kElement);
     ::fg_emu::detail::check_uniform_fragment(lanes, &WarpOp::c, "operand c", sizeof(FC),
                                              sizeof(float));
     float av[M * K], bv[K * N], out[M * N];
@@ -701,8 +728,7 @@ inline void mma_sync(fragment<accumulator, M, N, K, float>& d,
     ::fg_emu::detail::fragment_to_float(*static_cast<const FB*>(lanes[0]->b), bv);
     ::fg_emu::detail::gemm_tile<M, N, K>(av, bv, static_cast<const FC*>(lanes[0]->c)->x, out);
     // c may be d in every lane, so the result is written only now.
-    for (int l = 0; l < 32; ++l)
-      std::memcpy(static_cast<FC*>(lanes[l]->d)->x, out, sizeof(out));
+    for (int l = 0; l < 32; ++l) std::memcpy(static_cast<FC*>(lanes[l]->d)->x, out, sizeof(out));
   };
   ::fg_emu::detail::warp_collective(op);
 }

@@ -13,97 +13,29 @@
 #include <cmath>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "compare.h"
 #include "engine/cuda/attention_tc.cuh"
 #include "engine/ops.h"
 #include "engine/random.h"
 #include "engine/tensor.h"
+#include "head_operand.h"
 
 using namespace fg;
+using fg_emu_test::Operand;
+using fg_emu_test::to_vector;
 namespace tc = fg::cuda::tc;
 
 namespace {
 
-// A (B, H, L, D) bfloat16 operand stored as the heads of a (B, L, H, D + pad)
-// buffer (row stride H * (D + pad), as MultiheadAttention's head views are
-// strided), with its values also kept as doubles in (B, H, L, D) order.
-struct Operand {
-  int64_t b = 0, h = 0, l = 0, d = 0, pad = 0;
-  std::vector<tc::bf16> storage;
-  std::vector<double> values;
-  fg::cuda::HeadLayout layout;
-
-  Operand(int64_t b_, int64_t h_, int64_t l_, int64_t d_, int64_t pad_)
-      : b(b_), h(h_), l(l_), d(d_), pad(pad_) {
-    const int64_t row = h * (d + pad);
-    layout = fg::cuda::HeadLayout{l * row, d + pad, row};
-    storage.assign(static_cast<size_t>(b * l * row), __float2bfloat16_rn(NAN));
-    values.assign(static_cast<size_t>(b * h * l * d), 0.0);
-  }
-  int64_t at(int64_t bi, int64_t hi, int64_t li, int64_t di) const {
-    return bi * layout.batch + hi * layout.head + li * layout.row + di;
-  }
-  int64_t flat(int64_t bi, int64_t hi, int64_t li, int64_t di) const {
-    return ((bi * h + hi) * l + li) * d + di;
-  }
-  void fill(std::mt19937_64& rng, double lo, double hi_value) {
-    std::uniform_real_distribution<float> dist(static_cast<float>(lo),
-                                               static_cast<float>(hi_value));
-    for (int64_t bi = 0; bi < b; ++bi)
-      for (int64_t hi = 0; hi < h; ++hi)
-        for (int64_t li = 0; li < l; ++li)
-          for (int64_t di = 0; di < d; ++di) {
-            const tc::bf16 x = __float2bfloat16_rn(dist(rng));
-            storage[static_cast<size_t>(at(bi, hi, li, di))] = x;
-            values[static_cast<size_t>(flat(bi, hi, li, di))] = __bfloat162float(x);
-          }
-  }
-  // The values the kernels wrote, in (B, H, L, D) order.
-  std::vector<double> read() const {
-    std::vector<double> out(values.size());
-    for (int64_t bi = 0; bi < b; ++bi)
-      for (int64_t hi = 0; hi < h; ++hi)
-        for (int64_t li = 0; li < l; ++li)
-          for (int64_t di = 0; di < d; ++di)
-            out[static_cast<size_t>(flat(bi, hi, li, di))] =
-                __bfloat162float(storage[static_cast<size_t>(at(bi, hi, li, di))]);
-    return out;
-  }
-  Tensor tensor() const { return Tensor::from_vector(values, {b, h, l, d}); }
-};
-
-std::vector<double> to_vector(const Tensor& t) {
-  const Tensor c = t.contiguous().to(DType::Float64);
-  const double* p = static_cast<const double*>(c.data_ptr());
-  return std::vector<double>(p, p + c.numel());
-}
-
-// ||got - expected|| / ||expected||, and the largest absolute difference.
-struct Error {
-  double relative = 0.0, largest = 0.0;
-};
-Error error_of(const std::vector<double>& got, const std::vector<double>& expected) {
-  double diff = 0.0, norm = 0.0, largest = 0.0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    const double e = got[i] - expected[i];
-    diff += e * e;
-    norm += expected[i] * expected[i];
-    largest = std::max(largest, std::abs(e));
-    if (!std::isfinite(got[i])) largest = INFINITY;
-  }
-  // A floor under the norm: some gradients vanish (one key: the softmax is constant).
-  const double floor = 1e-6 * static_cast<double>(got.size());
-  return {std::sqrt(diff / std::max(norm, floor)), largest};
-}
-
-void check_error(const std::vector<double>& got, const std::vector<double>& expected,
-                 double relative, const std::string& what) {
-  REQUIRE(got.size() == expected.size());
-  const Error e = error_of(got, expected);
-  INFO(what << ": relative error " << e.relative << ", largest difference " << e.largest);
-  CHECK(std::isfinite(e.largest));
-  CHECK(e.relative <= relative);
+// Some gradients vanish (one key: the softmax is constant) and leave only the
+// rounding of the products, larger for tf32 (10 mantissa bits) than the exact
+// zeros of bfloat16's: the floor under the norm allows for it.
+void check(const std::vector<double>& got, const std::vector<double>& expected, double relative,
+           const std::string& what) {
+  fg_emu_test::check_close(got, expected, relative, what, 1e-4);
 }
 
 struct Case {
@@ -111,25 +43,26 @@ struct Case {
   double dropout;
 };
 
+template <class T>
 std::string describe(const Case& c, const fg_emu::LaunchOptions& o) {
-  return "B " + std::to_string(c.batch) + " H " + std::to_string(c.heads) + " Lq " +
+  return std::string(std::is_same_v<T, float> ? "float32 (tf32)" : "bfloat16") + " B " +
+         std::to_string(c.batch) + " H " + std::to_string(c.heads) + " Lq " +
          std::to_string(c.q_len) + " Lk " + std::to_string(c.kv_len) + " D " +
          std::to_string(c.head_dim) + " pad " + std::to_string(c.pad) + " p " +
-         std::to_string(c.dropout) + (o.order == fg_emu::Order::forward ? " forward" : " reverse") +
-         " order" + (o.warps_run_ahead ? ", warps run ahead" : ", in rounds");
+         std::to_string(c.dropout) + ", " + fg_emu_test::describe(o);
 }
 
-template <int D>
+template <class T, int D>
 void run_case(const Case& c, const fg_emu::LaunchOptions& options) {
-  const std::string what = describe(c, options);
+  const std::string what = describe<T>(c, options);
   std::mt19937_64 rng(static_cast<uint64_t>(c.q_len * 1000 + c.kv_len * 10 + c.head_dim));
-  Operand q(c.batch, c.heads, c.q_len, D, c.pad), k(c.batch, c.heads, c.kv_len, D, c.pad),
+  Operand<T> q(c.batch, c.heads, c.q_len, D, c.pad), k(c.batch, c.heads, c.kv_len, D, c.pad),
       v(c.batch, c.heads, c.kv_len, D, c.pad), grad_out(c.batch, c.heads, c.q_len, D, c.pad);
-  q.fill(rng, -1.0, 1.0);
-  k.fill(rng, -1.0, 1.0);
-  v.fill(rng, -1.0, 1.0);
-  grad_out.fill(rng, -1.0, 1.0);
-  Operand out(c.batch, c.heads, c.q_len, D, c.pad), grad_q(c.batch, c.heads, c.q_len, D, c.pad),
+  q.fill(rng);
+  k.fill(rng);
+  v.fill(rng);
+  grad_out.fill(rng);
+  Operand<T> out(c.batch, c.heads, c.q_len, D, c.pad), grad_q(c.batch, c.heads, c.q_len, D, c.pad),
       grad_k(c.batch, c.heads, c.kv_len, D, c.pad), grad_v(c.batch, c.heads, c.kv_len, D, c.pad);
 
   // Expected: the CPU's composite path in float64, with its own dropout draw.
@@ -181,7 +114,9 @@ void run_case(const Case& c, const fg_emu::LaunchOptions& options) {
   p.dropout_scale = static_cast<float>(1.0 / (1.0 - c.dropout));
   p.seed = seed;
   p.offset = offset;
-  p.vector_io = (c.pad % 8 == 0) && (c.heads * (D + c.pad)) % 8 == 0;
+  // As the launch decides: 16-byte pieces when every row starts on a 16-byte boundary.
+  constexpr int64_t kPer = 16 / sizeof(T);
+  p.vector_io = (c.pad % kPer == 0) && (c.heads * (D + c.pad)) % kPer == 0;
   std::vector<float> lse(lse_expected.size(), NAN), delta(lse_expected.size(), NAN);
   p.logsumexp = lse.data();
   p.delta = delta.data();
@@ -195,9 +130,11 @@ void run_case(const Case& c, const fg_emu::LaunchOptions& options) {
   fwd.result = out.storage.data();
   fwd.result_layout = out.layout;
   fg_emu::launch(options, dim3(tiles(c.q_len), bh), dim3(tc::kThreads),
-                 tc::Layout<D>::kForwardBytes, tc::forward_kernel<D>, fwd);
-  check_error(out.read(), to_vector(expected), 1e-2, what + ": out");
-  check_error(std::vector<double>(lse.begin(), lse.end()), lse_expected, 1e-5, what + ": lse");
+                 tc::Layout<T, D>::kForwardBytes, tc::forward_kernel<T, D>, fwd);
+  check(out.read(), to_vector(expected), 1e-2, what + ": out");
+  // The scores' own rounding: bfloat16 products are exact in float, tf32 rounds the inputs.
+  const double lse_tolerance = std::is_same_v<T, float> ? 2e-3 : 1e-5;
+  check(std::vector<double>(lse.begin(), lse.end()), lse_expected, lse_tolerance, what + ": lse");
 
   tc::Params bwd = p;
   bwd.out = out.storage.data();
@@ -210,59 +147,52 @@ void run_case(const Case& c, const fg_emu::LaunchOptions& options) {
   bwd.result2_layout = grad_k.layout;
   bwd.result3 = grad_v.storage.data();
   bwd.result3_layout = grad_v.layout;
-  fg_emu::launch(options, dim3(tiles(c.q_len), bh), dim3(tc::kThreads), tc::Layout<D>::kQueryBytes,
-                 tc::backward_query_kernel<D>, bwd);
-  fg_emu::launch(options, dim3(tiles(c.kv_len), bh), dim3(tc::kThreads), tc::Layout<D>::kKeyBytes,
-                 tc::backward_key_kernel<D>, bwd);
-  check_error(grad_q.read(), to_vector(tq.grad()), 2e-2, what + ": grad q");
-  check_error(grad_k.read(), to_vector(tk.grad()), 2e-2, what + ": grad k");
-  check_error(grad_v.read(), to_vector(tv.grad()), 2e-2, what + ": grad v");
+  fg_emu::launch(options, dim3(tiles(c.q_len), bh), dim3(tc::kThreads),
+                 tc::Layout<T, D>::kQueryBytes, tc::backward_query_kernel<T, D>, bwd);
+  fg_emu::launch(options, dim3(tiles(c.kv_len), bh), dim3(tc::kThreads),
+                 tc::Layout<T, D>::kKeyBytes, tc::backward_key_kernel<T, D>, bwd);
+  check(grad_q.read(), to_vector(tq.grad()), 2e-2, what + ": grad q");
+  check(grad_k.read(), to_vector(tk.grad()), 2e-2, what + ": grad k");
+  check(grad_v.read(), to_vector(tv.grad()), 2e-2, what + ": grad v");
   // The kernels must leave the storage between rows (the padding) alone.
-  for (const Operand* o : {&out, &grad_q, &grad_k, &grad_v}) {
-    size_t untouched = 0;
-    for (int64_t bi = 0; bi < o->b; ++bi)
-      for (int64_t li = 0; li < o->l; ++li)
-        for (int64_t hi = 0; hi < o->h; ++hi)
-          for (int64_t di = D; di < D + o->pad; ++di)
-            untouched += std::isnan(
-                __bfloat162float(o->storage[static_cast<size_t>(o->at(bi, hi, li, di))]));
-    CHECK_MESSAGE(untouched == static_cast<size_t>(o->b * o->l * o->h * o->pad), what);
-  }
+  for (const Operand<T>* o : {&out, &grad_q, &grad_k, &grad_v})
+    CHECK_MESSAGE(o->padding_untouched(), (what + ": the padding between heads was written"));
 }
 
-// Threads in rounds (a missing __syncwarp) and warps running ahead (a missing
-// __syncthreads), each in forward and reverse order.
+template <class T>
 void run(const Case& c) {
-  for (bool ahead : {false, true})
-    for (fg_emu::Order order : {fg_emu::Order::forward, fg_emu::Order::reverse}) {
-      const fg_emu::LaunchOptions o{order, 0, ahead};
-      switch (c.head_dim) {
-        case 32:
-          run_case<32>(c, o);
-          break;
-        case 64:
-          run_case<64>(c, o);
-          break;
-        case 128:
-          run_case<128>(c, o);
-          break;
-        default:
-          FAIL("unsupported head dim");
-      }
+  for (const fg_emu::LaunchOptions& o : fg_emu_test::schedules()) {
+    switch (c.head_dim) {
+      case 32:
+        run_case<T, 32>(c, o);
+        break;
+      case 64:
+        run_case<T, 64>(c, o);
+        break;
+      case 128:
+        run_case<T, 128>(c, o);
+        break;
+      default:
+        FAIL("unsupported head dim");
     }
+  }
 }
 
 }  // namespace
 
 TEST_CASE("tensor-core attention (emulated): the ViT's shape, 197 tokens, head dim 64") {
   // Four query and key tiles, the last holding 5 rows; rows 16-byte aligned.
-  run({1, 2, 197, 197, 64, 0, 0.0});
-  run({1, 2, 197, 197, 64, 0, 0.1});
+  for (double p : {0.0, 0.1}) {
+    run<tc::bf16>({1, 2, 197, 197, 64, 0, p});
+    run<float>({1, 2, 197, 197, 64, 0, p});
+  }
 }
 
 TEST_CASE("tensor-core attention (emulated): Lq != Lk, unaligned rows, head dims 32 and 128") {
-  run({2, 1, 70, 130, 32, 2, 0.1});  // row stride 34: element-wise loads and stores
-  run({1, 1, 130, 70, 32, 2, 0.0});
-  run({1, 2, 65, 80, 128, 8, 0.25});  // padded but aligned rows
-  run({1, 1, 1, 1, 64, 0, 0.0});      // one query, one key
+  run<tc::bf16>({2, 1, 70, 130, 32, 2, 0.1});  // row stride 34: element-wise loads and stores
+  run<tc::bf16>({1, 1, 130, 70, 32, 2, 0.0});
+  run<tc::bf16>({1, 2, 65, 80, 128, 8, 0.25});  // padded but aligned rows
+  run<tc::bf16>({1, 1, 1, 1, 64, 0, 0.0});      // one query, one key
+  run<float>({2, 1, 70, 130, 32, 1, 0.1});      // row stride 33 floats
+  run<float>({1, 1, 1, 1, 64, 0, 0.0});
 }

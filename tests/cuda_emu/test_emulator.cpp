@@ -2,11 +2,10 @@
 // compute the right thing under every schedule order, and that the faults
 // the emulation exists to expose (missing barriers, divergent or deadlocked
 // collectives, WMMA argument rules) are reported.
-#include "cuda_emu.h"
-
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -19,6 +18,8 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "cuda_emu.h"
 
 namespace {
 
@@ -52,10 +53,10 @@ template <class T>
 class DeviceArray {
  public:
   explicit DeviceArray(size_t n, T fill = T{})
-      : n_(n), p_(static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{128}))) {
+      : n_(n), p_(static_cast<T*>(::operator new (n * sizeof(T), std::align_val_t{128}))) {
     std::fill(p_, p_ + n_, fill);
   }
-  ~DeviceArray() { ::operator delete(p_, std::align_val_t{128}); }
+  ~DeviceArray() { ::operator delete (p_, std::align_val_t{128}); }
   DeviceArray(const DeviceArray&) = delete;
   DeviceArray& operator=(const DeviceArray&) = delete;
   T* data() { return p_; }
@@ -95,7 +96,8 @@ __global__ void tile_exchange_kernel(const int* in, int* out) {
   tile[threadIdx.y][threadIdx.x] = in[base + threadIdx.y * blockDim.x + threadIdx.x];
   __syncthreads();
   out[base + threadIdx.y * blockDim.x + threadIdx.x] =
-      tile[(threadIdx.y + 1) % 8][(threadIdx.x + 5) % 16] + 3 * tile[7 - threadIdx.y][15 - threadIdx.x];
+      tile[(threadIdx.y + 1) % 8][(threadIdx.x + 5) % 16] +
+      3 * tile[7 - threadIdx.y][15 - threadIdx.x];
 }
 
 // Each lane writes a value and reads its right neighbour's (lane + 1 mod 32).
@@ -118,7 +120,8 @@ __global__ void store_then_read_kernel(float* out, bool with_syncwarp) {
   for (int i = 0; i < 256; ++i) sum += tile[i];
   out[blockIdx.x * 32 + threadIdx.x] = sum;
   __syncwarp();
-  for (int i = static_cast<int>(threadIdx.x); i < 256; i += 32) tile[i] = -1.0f;  // stale for the next block
+  for (int i = static_cast<int>(threadIdx.x); i < 256; i += 32)
+    tile[i] = -1.0f;  // stale for the next block
 }
 
 // C = A B for 32 x 32 bf16 matrices, a 16 x 16 output tile per warp (4 warps).
@@ -142,8 +145,8 @@ __global__ void gemm32_kernel(const bf16* a, unsigned lda, const bf16* b, unsign
                            ldb);
     wmma::mma_sync(acc, fa, fb, acc);
   }
-  float* tile = c_layout == wmma::mem_row_major ? c + tm * 16 * ldc + tn * 16
-                                                : c + tn * 16 * ldc + tm * 16;
+  float* tile =
+      c_layout == wmma::mem_row_major ? c + tm * 16 * ldc + tn * 16 : c + tn * 16 * ldc + tm * 16;
   wmma::store_matrix_sync(tile, acc, ldc, c_layout);
 }
 
@@ -182,7 +185,8 @@ TEST_CASE("block reduction with __shfl_xor_sync and static __shared__ matches th
     fg_emu::launch(o, dim3(blocks), dim3(threads), 0, block_sum_kernel, in.data(), out.data(), n);
     for (unsigned b = 0; b < blocks; ++b) {
       double ref = 0.0;
-      for (unsigned i = b * threads; i < std::min<unsigned>(n, (b + 1) * threads); ++i) ref += in[i];
+      for (unsigned i = b * threads; i < std::min<unsigned>(n, (b + 1) * threads); ++i)
+        ref += in[i];
       CHECK(out[b] == doctest::Approx(ref).epsilon(1e-5));
     }
   }
@@ -213,15 +217,19 @@ TEST_CASE("built-in index variables and the linear thread id's warps in a 3-D bl
   // Block (8, 4, 2): warp 0 holds z = 0 (y 0..3), warp 1 z = 1; y == 1 is
   // lanes 8..15 of each warp.
   std::vector<unsigned> ballots(128), ids(128 * 8);
-  fg_emu::launch(dim3(2, 1, 1), dim3(8, 4, 2), 0, [](unsigned* ballot, unsigned* id) {
-    const unsigned tid = threadIdx.x + threadIdx.y * blockDim.x + threadIdx.z * blockDim.x * blockDim.y;
-    const unsigned g = blockIdx.x * 64 + tid;
-    ballot[g] = __ballot_sync(kFull, threadIdx.y == 1);
-    unsigned* r = id + g * 8;
-    r[0] = threadIdx.x, r[1] = threadIdx.y, r[2] = threadIdx.z, r[3] = blockIdx.x;
-    r[4] = blockDim.x * blockDim.y * blockDim.z, r[5] = gridDim.x, r[6] = gridDim.y;
-    r[7] = static_cast<unsigned>(warpSize);
-  }, ballots.data(), ids.data());
+  fg_emu::launch(
+      dim3(2, 1, 1), dim3(8, 4, 2), 0,
+      [](unsigned* ballot, unsigned* id) {
+        const unsigned tid =
+            threadIdx.x + threadIdx.y * blockDim.x + threadIdx.z * blockDim.x * blockDim.y;
+        const unsigned g = blockIdx.x * 64 + tid;
+        ballot[g] = __ballot_sync(kFull, threadIdx.y == 1);
+        unsigned* r = id + g * 8;
+        r[0] = threadIdx.x, r[1] = threadIdx.y, r[2] = threadIdx.z, r[3] = blockIdx.x;
+        r[4] = blockDim.x * blockDim.y * blockDim.z, r[5] = gridDim.x, r[6] = gridDim.y;
+        r[7] = static_cast<unsigned>(warpSize);
+      },
+      ballots.data(), ids.data());
   for (unsigned g = 0; g < 128; ++g) CHECK(ballots[g] == 0x0000ff00u);
   for (unsigned g = 0; g < 128; ++g) {
     const unsigned tid = g % 64;
@@ -239,27 +247,33 @@ TEST_CASE("built-in index variables and the linear thread id's warps in a 3-D bl
 
 TEST_CASE("threads that have returned count as arrived at __syncthreads") {
   std::vector<int> out(128, 0);
-  fg_emu::launch(dim3(1), dim3(128), 0, [](int* o) {
-    __shared__ int flag[128];
-    if (threadIdx.x >= 64) return;  // whole warps 2 and 3 leave
-    flag[threadIdx.x] = 1;
-    __syncthreads();
-    o[threadIdx.x] = flag[63 - threadIdx.x] + __syncthreads_count(threadIdx.x % 2 == 0);
-    __syncthreads();
-  }, out.data());
+  fg_emu::launch(
+      dim3(1), dim3(128), 0,
+      [](int* o) {
+        __shared__ int flag[128];
+        if (threadIdx.x >= 64) return;  // whole warps 2 and 3 leave
+        flag[threadIdx.x] = 1;
+        __syncthreads();
+        o[threadIdx.x] = flag[63 - threadIdx.x] + __syncthreads_count(threadIdx.x % 2 == 0);
+        __syncthreads();
+      },
+      out.data());
   for (int t = 0; t < 64; ++t) CHECK(out[t] == 1 + 32);
   for (int t = 64; t < 128; ++t) CHECK(out[t] == 0);
 }
 
 TEST_CASE("__syncthreads_count, _and and _or reduce the block's predicates") {
   std::vector<int> out(3 * 96);
-  fg_emu::launch(dim3(1), dim3(96), 0, [](int* o) {
-    const unsigned t = threadIdx.x;
-    o[t] = __syncthreads_count(t % 3 == 0);
-    o[96 + t] = __syncthreads_and(t < 96);
-    o[192 + t] = __syncthreads_or(t == 95);
-    if (__syncthreads_and(t != 40)) o[96 + t] = -1;
-  }, out.data());
+  fg_emu::launch(
+      dim3(1), dim3(96), 0,
+      [](int* o) {
+        const unsigned t = threadIdx.x;
+        o[t] = __syncthreads_count(t % 3 == 0);
+        o[96 + t] = __syncthreads_and(t < 96);
+        o[192 + t] = __syncthreads_or(t == 95);
+        if (__syncthreads_and(t != 40)) o[96 + t] = -1;
+      },
+      out.data());
   for (int t = 0; t < 96; ++t) {
     CHECK(out[t] == 32);
     CHECK(out[96 + t] == 1);
@@ -390,14 +404,17 @@ TEST_CASE("shuffles follow the device's rules for every width, for 4- and 8-byte
 
 TEST_CASE("__ballot_sync, __any_sync and __all_sync") {
   std::vector<unsigned> out(64 * 5);
-  fg_emu::launch(dim3(1), dim3(64), 0, [](unsigned* o) {
-    const unsigned t = threadIdx.x, lane = t % 32;
-    o[t] = __ballot_sync(kFull, lane % 3 == 0);
-    o[64 + t] = static_cast<unsigned>(__any_sync(kFull, t == 40));
-    o[128 + t] = static_cast<unsigned>(__all_sync(kFull, lane != 5));
-    o[192 + t] = static_cast<unsigned>(__all_sync(kFull, t < 64));
-    o[256 + t] = __ballot_sync(kFull, t >= 48);
-  }, out.data());
+  fg_emu::launch(
+      dim3(1), dim3(64), 0,
+      [](unsigned* o) {
+        const unsigned t = threadIdx.x, lane = t % 32;
+        o[t] = __ballot_sync(kFull, lane % 3 == 0);
+        o[64 + t] = static_cast<unsigned>(__any_sync(kFull, t == 40));
+        o[128 + t] = static_cast<unsigned>(__all_sync(kFull, lane != 5));
+        o[192 + t] = static_cast<unsigned>(__all_sync(kFull, t < 64));
+        o[256 + t] = __ballot_sync(kFull, t >= 48);
+      },
+      out.data());
   for (unsigned t = 0; t < 64; ++t) {
     CHECK(out[t] == 0x49249249u);
     CHECK(out[64 + t] == (t >= 32 ? 1u : 0u));
@@ -414,11 +431,14 @@ TEST_CASE("schedule orders: forward, reverse, and a seeded shuffle redrawn every
   auto run = [&](const LaunchOptions& o) {
     std::vector<int> first(2 * n, -1);
     int counter = 0;
-    fg_emu::launch(o, dim3(1), dim3(n), 0, [](int* rank, int* count) {
-      rank[threadIdx.x] = atomicAdd(count, 1);
-      __syncthreads();
-      rank[64 + threadIdx.x] = atomicAdd(count, 1) - 64;
-    }, first.data(), &counter);
+    fg_emu::launch(
+        o, dim3(1), dim3(n), 0,
+        [](int* rank, int* count) {
+          rank[threadIdx.x] = atomicAdd(count, 1);
+          __syncthreads();
+          rank[64 + threadIdx.x] = atomicAdd(count, 1) - 64;
+        },
+        first.data(), &counter);
     return first;
   };
   const std::vector<int> fwd = run({Order::forward, 0});
@@ -435,7 +455,7 @@ TEST_CASE("schedule orders: forward, reverse, and a seeded shuffle redrawn every
   std::iota(identity.begin(), identity.end(), 0);
   CHECK(sorted == identity);
   CHECK(round1 != identity);
-  CHECK(round1 != round2);  // redrawn for the second round
+  CHECK(round1 != round2);                  // redrawn for the second round
   CHECK(run({Order::shuffle, 3}) == shuf);  // reproducible
   CHECK(run({Order::shuffle, 4}) != shuf);
 }
@@ -459,7 +479,8 @@ TEST_CASE("a read of another lane's write without __syncwarp is caught by the sc
     CAPTURE(order_name(o));
     CHECK(wrong(o, true) == 0);
   }
-  const int forward = wrong({Order::forward, 0}, false), reverse = wrong({Order::reverse, 0}, false);
+  const int forward = wrong({Order::forward, 0}, false),
+            reverse = wrong({Order::reverse, 0}, false);
   MESSAGE("without __syncwarp: " << forward << " wrong reads in forward order, " << reverse
                                  << " in reverse order");
   CHECK(forward + reverse > 0);
@@ -471,7 +492,8 @@ TEST_CASE("a store_matrix_sync read back without __syncwarp is caught by the sch
     fg_emu::launch(o, dim3(3), dim3(32), 0, store_then_read_kernel, out.data(), sync);
     int bad = 0;
     for (unsigned b = 0; b < 3; ++b)
-      for (unsigned t = 0; t < 32; ++t) bad += out[b * 32 + t] != 256.0f * static_cast<float>(b + 1);
+      for (unsigned t = 0; t < 32; ++t)
+        bad += out[b * 32 + t] != 256.0f * static_cast<float>(b + 1);
     return bad;
   };
   for (const LaunchOptions& o : kOrders) {
@@ -512,7 +534,8 @@ TEST_CASE("lanes loading a tile another lane overwrites without __syncwarp are r
   DeviceArray<bf16> b(16 * 16, __float2bfloat16_rn(1.0f));
   auto kernel = [](bf16* bm, bool sync) {
     __shared__ __align__(32) bf16 a_tile[16 * 16];
-    for (int i = static_cast<int>(threadIdx.x); i < 256; i += 32) a_tile[i] = __float2bfloat16_rn(2.0f);
+    for (int i = static_cast<int>(threadIdx.x); i < 256; i += 32)
+      a_tile[i] = __float2bfloat16_rn(2.0f);
     __syncwarp();
     wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa;
     wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> fb;
@@ -556,10 +579,9 @@ TEST_CASE("a WMMA load of a tile the lanes wrote without __syncwarp is reported"
     CAPTURE(order_name(o));
     CHECK_NOTHROW(fg_emu::launch(o, dim3(1), dim3(32), 0, kernel, b.data(), true, base += 10.0f));
     // In every order the first lane to arrive reads parts not yet written.
-    CHECK_THROWS_WITH_AS(fg_emu::launch(o, dim3(1), dim3(32), 0, kernel, b.data(), false,
-                                        base += 10.0f),
-                         doctest::Contains("the tile changed while the warp was loading it"),
-                         fg_emu::Error);
+    CHECK_THROWS_WITH_AS(
+        fg_emu::launch(o, dim3(1), dim3(32), 0, kernel, b.data(), false, base += 10.0f),
+        doctest::Contains("the tile changed while the warp was loading it"), fg_emu::Error);
   }
 }
 
@@ -718,8 +740,8 @@ TEST_CASE("exceptions thrown by kernel code propagate out of launch, every threa
     g_blocks_started = 0;
     CHECK_THROWS_WITH_AS(fg_emu::launch(o, dim3(4), dim3(128), 0, throwing_kernel, 1, 37),
                          "kernel check failed in thread 37", std::runtime_error);
-    CHECK(g_live_guards == 0);      // the other 127 threads' destructors ran
-    CHECK(g_blocks_started == 2);   // the launch stopped at the failing block
+    CHECK(g_live_guards == 0);     // the other 127 threads' destructors ran
+    CHECK(g_blocks_started == 2);  // the launch stopped at the failing block
   }
   g_blocks_started = 0;
   fg_emu::launch(dim3(4), dim3(128), 0, throwing_kernel, -1, -1);
@@ -732,27 +754,30 @@ TEST_CASE("exceptions thrown by kernel code propagate out of launch, every threa
 TEST_CASE("dynamic shared memory is per block, sized as launched, aligned and poisoned") {
   const size_t bytes = 128 * sizeof(float) + 12;  // not a multiple of the alignment
   std::vector<int> report(4 * 5, -1);
-  fg_emu::launch(dim3(4), dim3(128), bytes, [](int* r) {
-    FG_DYNAMIC_SHARED(float, s);
-    int* mine = r + blockIdx.x * 5;
-    if (threadIdx.x == 0) {
-      const auto* raw = reinterpret_cast<const unsigned char*>(s);
-      bool all_ff = true;
-      for (size_t i = 0; i < fg_emu::dynamic_shared_bytes(); ++i) all_ff &= raw[i] == 0xFF;
-      mine[0] = all_ff;                                          // the previous block's data is gone
-      mine[1] = std::isnan(s[5]);                                // unwritten floats read as NaN
-      mine[2] = reinterpret_cast<uintptr_t>(s) % 128 == 0;
-      mine[3] = static_cast<int>(fg_emu::dynamic_shared_bytes());
-    }
-    __syncthreads();
-    s[threadIdx.x] = static_cast<float>(blockIdx.x * 1000 + threadIdx.x);
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      float sum = 0.0f;
-      for (int i = 0; i < 128; ++i) sum += s[i];
-      mine[4] = static_cast<int>(sum);
-    }
-  }, report.data());
+  fg_emu::launch(
+      dim3(4), dim3(128), bytes,
+      [](int* r) {
+        FG_DYNAMIC_SHARED(float, s);
+        int* mine = r + blockIdx.x * 5;
+        if (threadIdx.x == 0) {
+          const auto* raw = reinterpret_cast<const unsigned char*>(s);
+          bool all_ff = true;
+          for (size_t i = 0; i < fg_emu::dynamic_shared_bytes(); ++i) all_ff &= raw[i] == 0xFF;
+          mine[0] = all_ff;            // the previous block's data is gone
+          mine[1] = std::isnan(s[5]);  // unwritten floats read as NaN
+          mine[2] = reinterpret_cast<uintptr_t>(s) % 128 == 0;
+          mine[3] = static_cast<int>(fg_emu::dynamic_shared_bytes());
+        }
+        __syncthreads();
+        s[threadIdx.x] = static_cast<float>(blockIdx.x * 1000 + threadIdx.x);
+        __syncthreads();
+        if (threadIdx.x == 0) {
+          float sum = 0.0f;
+          for (int i = 0; i < 128; ++i) sum += s[i];
+          mine[4] = static_cast<int>(sum);
+        }
+      },
+      report.data());
   for (int b = 0; b < 4; ++b) {
     CAPTURE(b);
     CHECK(report[b * 5 + 0] == 1);
@@ -762,9 +787,12 @@ TEST_CASE("dynamic shared memory is per block, sized as launched, aligned and po
     CHECK(report[b * 5 + 4] == 128 * 1000 * b + 127 * 128 / 2);
   }
   void* seen = reinterpret_cast<void*>(1);
-  fg_emu::launch(dim3(1), dim3(32), 0, [](void** p) {
-    if (threadIdx.x == 0) *p = fg_emu::dynamic_shared();
-  }, &seen);
+  fg_emu::launch(
+      dim3(1), dim3(32), 0,
+      [](void** p) {
+        if (threadIdx.x == 0) *p = fg_emu::dynamic_shared();
+      },
+      &seen);
   CHECK(seen == nullptr);
 }
 
@@ -795,7 +823,8 @@ void check_gemm32(wmma::layout_t c_layout) {
       for (unsigned n = 0; n < 32; ++n) {
         double ref = 0.0, mag = 0.0;
         for (unsigned k = 0; k < 32; ++k) {
-          const double p = static_cast<double>(bf16_round(av[m * 32 + k])) * bf16_round(bv[k * 32 + n]);
+          const double p =
+              static_cast<double>(bf16_round(av[m * 32 + k])) * bf16_round(bv[k * 32 + n]);
           ref += p;
           mag += std::fabs(p);
         }
@@ -817,6 +846,54 @@ TEST_CASE("WMMA 32x32x32 bf16 GEMM over 4 warps matches a float64 GEMM") {
   SUBCASE("A row, B col, C row") { check_gemm32<row_major, col_major>(wmma::mem_row_major); }
   SUBCASE("A col, B row, C col") { check_gemm32<col_major, row_major>(wmma::mem_col_major); }
   SUBCASE("A col, B col, C col") { check_gemm32<col_major, col_major>(wmma::mem_col_major); }
+}
+
+TEST_CASE("WMMA tf32: rounding as cvt.rna, and a 16x16x32 product against float64") {
+  using wmma::__float_to_tf32;
+  // 10 mantissa bits kept; half of the last kept bit rounds away from zero.
+  CHECK(__float_to_tf32(1.0f) == 1.0f);
+  CHECK(__float_to_tf32(1.0f + 0x1p-11f) == 1.0f + 0x1p-10f);  // tie: away from zero
+  CHECK(__float_to_tf32(-1.0f - 0x1p-11f) == -1.0f - 0x1p-10f);
+  CHECK(__float_to_tf32(1.0f + 0x1p-12f) == 1.0f);  // below half: down
+  CHECK(__float_to_tf32(1.0f + 0x1p-11f + 0x1p-20f) == 1.0f + 0x1p-10f);
+  CHECK(std::isinf(__float_to_tf32(INFINITY)));
+  CHECK(std::isnan(__float_to_tf32(NAN)));
+
+  // A (16 x 32) times B (32 x 16) in four k-steps of 8, B read column-major;
+  // A is rounded with __float_to_tf32 after the load, B is not (the product
+  // then reads B truncated, as the tensor cores do).
+  DeviceArray<float> a(16 * 32), b(16 * 32), c(16 * 16, 0.0f);
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = dist(rng);
+  for (size_t i = 0; i < b.size(); ++i) b[i] = dist(rng);  // b[n * 32 + k]: B column-major
+  auto kernel = [](const float* pa, const float* pb, float* pc) {
+    wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fb;
+    wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc;
+    wmma::fill_fragment(acc, 0.0f);
+    for (int k = 0; k < 32; k += 8) {
+      wmma::load_matrix_sync(fa, pa + k, 32);
+      for (int i = 0; i < fa.num_elements; ++i) fa.x[i] = wmma::__float_to_tf32(fa.x[i]);
+      wmma::load_matrix_sync(fb, pb + k, 32);
+      wmma::mma_sync(acc, fa, fb, acc);
+    }
+    wmma::store_matrix_sync(pc, acc, 16, wmma::mem_row_major);
+  };
+  fg_emu::launch(dim3(1), dim3(32), 0, kernel, a.data(), b.data(), c.data());
+  const auto truncated = [](float v) {
+    return std::bit_cast<float>(std::bit_cast<uint32_t>(v) & 0xffffe000u);
+  };
+  double worst = 0.0;
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 16; ++j) {
+      double expected = 0.0;
+      for (int k = 0; k < 32; ++k)
+        expected += static_cast<double>(wmma::__float_to_tf32(a[i * 32 + k])) *
+                    static_cast<double>(truncated(b[j * 32 + k]));
+      worst = std::max(worst, std::abs(expected - c[i * 16 + j]));
+    }
+  CHECK(worst < 1e-5);  // float accumulation of 32 exact products
 }
 
 TEST_CASE("WMMA accumulator load and store in both memory layouts") {
@@ -923,17 +1000,20 @@ TEST_CASE("atomics from every thread of several blocks") {
     unsigned cas = 0;
   } totals;
   std::vector<int> olds(3 * 128, -2);
-  fg_emu::launch(dim3(3), dim3(128), 0, [](Totals* t, int* old) {
-    const unsigned g = blockIdx.x * 128 + threadIdx.x;
-    atomicAdd(&t->f, 0.5f);
-    atomicAdd(&t->d, 0.25);
-    atomicAdd(&t->i, static_cast<int>(g));
-    atomicAdd(&t->u, 2u);
-    atomicAdd(&t->ull, 1ull << 33);
-    atomicMax(&t->imax, static_cast<int>(g % 100));
-    old[g] = atomicExch(&t->exch, static_cast<int>(g));
-    atomicCAS(&t->cas, g, g + 1);  // succeeds only in order
-  }, &totals, olds.data());
+  fg_emu::launch(
+      dim3(3), dim3(128), 0,
+      [](Totals* t, int* old) {
+        const unsigned g = blockIdx.x * 128 + threadIdx.x;
+        atomicAdd(&t->f, 0.5f);
+        atomicAdd(&t->d, 0.25);
+        atomicAdd(&t->i, static_cast<int>(g));
+        atomicAdd(&t->u, 2u);
+        atomicAdd(&t->ull, 1ull << 33);
+        atomicMax(&t->imax, static_cast<int>(g % 100));
+        old[g] = atomicExch(&t->exch, static_cast<int>(g));
+        atomicCAS(&t->cas, g, g + 1);  // succeeds only in order
+      },
+      &totals, olds.data());
   CHECK(totals.f == 192.0f);
   CHECK(totals.d == 96.0);
   CHECK(totals.i == 383 * 384 / 2);
@@ -990,7 +1070,7 @@ TEST_CASE("speed: 128 threads, 400 __syncthreads and 48 mma_sync per warp") {
   CHECK(stats.block_barriers == 400u);
   CHECK(stats.warp_collectives == 4u * (48 * 3 + 1));
   MESSAGE("__syncthreads, 128 threads: " << barriers_only * 1000.0 / 2000 << " us each; "
-          << "400 barriers + 48 mma per warp: " << both << " ms");
+                                         << "400 barriers + 48 mma per warp: " << both << " ms");
   // Only optimized builds with the x86-64 context switch are held to the bound
   // (the portable swapcontext makes a system call at every switch).
 #if defined(NDEBUG) && !defined(__SANITIZE_ADDRESS__) && defined(__x86_64__) && \
