@@ -1,6 +1,7 @@
 // Fused scaled dot-product attention: the launches of the CUDA-core kernels
 // (attention_simt.cuh, float32 and bfloat16) and of the tensor-core kernels
-// (attention_tc.cuh, bfloat16 on sm_80 and later), and the choice between them
+// (attention_tc.cuh, bfloat16, and float32 as TF32 where allowed, on sm_80 and
+// later), and the choice between them
 // and the composite path.
 #include <algorithm>
 
@@ -105,34 +106,6 @@ bool shape_in_grid_limits(const AttentionShape& s) {
          s.kv_len <= (int64_t{1} << 24);
 }
 
-// Calls f(T{}, integral_constant<D>) for the tensor-core kernels' element type
-// (bfloat16, or float32 run as TF32) and head dim.
-template <class F>
-void dispatch_tc(DType dtype, int64_t head_dim, F f) {
-  auto with_dim = [&](auto type_tag) {
-    switch (head_dim) {
-      case 32:
-        f(type_tag, std::integral_constant<int, 32>{});
-        break;
-      case 64:
-        f(type_tag, std::integral_constant<int, 64>{});
-        break;
-      case 128:
-        f(type_tag, std::integral_constant<int, 128>{});
-        break;
-      default:
-        FG_CHECK(false, "attention: head dim ", head_dim,
-                 " is not supported by the tensor-core kernel");
-    }
-  };
-  if (dtype == DType::BFloat16)
-    with_dim(bf16{});
-  else if (dtype == DType::Float32)
-    with_dim(float{});
-  else
-    FG_CHECK(false, "attention: dtype ", dtype_name(dtype), " has no tensor-core kernel");
-}
-
 // bfloat16 always; float32 as TF32 only where TF32 is allowed (cuda_set_allow_tf32),
 // as for float32 GEMMs.
 bool tensor_core_supported(const AttentionShape& s) {
@@ -140,55 +113,10 @@ bool tensor_core_supported(const AttentionShape& s) {
   if (s.dtype != DType::BFloat16 && !(s.dtype == DType::Float32 && allow_tf32())) return false;
   if (device_properties().major < 8) return false;  // bfloat16 and tf32 WMMA need sm_80
   size_t most = 0;
-  dispatch_tc(s.dtype, s.head_dim, [&](auto type_tag, auto dim) {
+  dispatch_attention(s, "attention", [&](auto type_tag, auto dim) {
     most = tc::Layout<decltype(type_tag), decltype(dim)::value>::kMostBytes;
   });
   return most <= device_properties().sharedMemPerBlockOptin;
-}
-
-void tc_forward(const AttentionShape& s, AttentionParams p) {
-  const dim3 grid(static_cast<unsigned>(ceil_div(s.q_len, tc::kRows)),
-                  static_cast<unsigned>(s.batch * s.heads));
-  dispatch_tc(s.dtype, s.head_dim, [&](auto type_tag, auto dim) {
-    using T = decltype(type_tag);
-    constexpr int D = decltype(dim)::value;
-    static const bool configured = (allow_shared(tc::forward_kernel<T, D>), true);
-    (void)configured;
-    tc::forward_kernel<T, D>
-        <<<grid, tc::kThreads, tc::Layout<T, D>::kForwardBytes, stream()>>>(p);
-  });
-  FG_CUDA_LAUNCH_CHECK("attention (tensor cores)");
-}
-
-// p holds the forward's inputs, out, grad_out, logsumexp and delta; the
-// gradients' pointers are set here.
-void tc_backward(const AttentionBackwardArgs& a, AttentionParams p) {
-  const AttentionShape& s = a.shape;
-  p.result = a.grad_q.data_ptr();
-  p.result_layout = layout_of(a.grad_q);
-  p.result2 = a.grad_k.data_ptr();
-  p.result2_layout = layout_of(a.grad_k);
-  p.result3 = a.grad_v.data_ptr();
-  p.result3_layout = layout_of(a.grad_v);
-  p.vector_io = p.vector_io && rows_move_in_chunks(a.grad_q) && rows_move_in_chunks(a.grad_k) &&
-                rows_move_in_chunks(a.grad_v);
-  const unsigned bh = static_cast<unsigned>(s.batch * s.heads);
-  dispatch_tc(s.dtype, s.head_dim, [&](auto type_tag, auto dim) {
-    using T = decltype(type_tag);
-    constexpr int D = decltype(dim)::value;
-    using L = tc::Layout<T, D>;
-    static const bool configured = (allow_shared(tc::backward_query_kernel<T, D>),
-                                    allow_shared(tc::backward_key_kernel<T, D>), true);
-    (void)configured;
-    tc::backward_query_kernel<T, D>
-        <<<dim3(static_cast<unsigned>(ceil_div(s.q_len, tc::kRows)), bh), tc::kThreads,
-           L::kQueryBytes, stream()>>>(p);
-    FG_CUDA_LAUNCH_CHECK("attention backward (tensor cores, dq)");
-    tc::backward_key_kernel<T, D>
-        <<<dim3(static_cast<unsigned>(ceil_div(s.kv_len, tc::kRows)), bh), tc::kThreads,
-           L::kKeyBytes, stream()>>>(p);
-    FG_CUDA_LAUNCH_CHECK("attention backward (tensor cores, dk, dv)");
-  });
 }
 
 bool cuda_core_supported(const AttentionShape& s) {
@@ -208,7 +136,9 @@ bool attention_supported(const AttentionShape& s) {
 
 void attention(const AttentionForwardArgs& a) {
   const AttentionShape& s = a.shape;
-  FG_CHECK(attention_supported(s), "attention: shape not supported by the fused kernel");
+  const bool tensor_cores = tensor_core_supported(s);
+  FG_CHECK(tensor_cores || cuda_core_supported(s),
+           "attention: shape not supported by the fused kernel");
   AttentionParams p = common_params(s, a.q, a.k, a.v, a.scale, a.dropout_p, a.seed, a.offset);
   check_head_tensor(a.out, s, s.q_len, "out");
   FG_CHECK(a.logsumexp.defined() && a.logsumexp.dtype() == DType::Float32 &&
@@ -217,26 +147,31 @@ void attention(const AttentionForwardArgs& a) {
   p.result = a.out.data_ptr();
   p.result_layout = layout_of(a.out);
   p.logsumexp = static_cast<float*>(a.logsumexp.data_ptr());
-  if (tensor_core_supported(s)) {
-    p.vector_io = p.vector_io && rows_move_in_chunks(a.out);
-    tc_forward(s, p);
-    return;
-  }
-  const size_t shared = forward_shared_bytes(s.q_len, s.kv_len, s.head_dim);
-  const dim3 grid(row_blocks(s.q_len), static_cast<unsigned>(s.batch * s.heads));
+  p.vector_io = p.vector_io && rows_move_in_chunks(a.out);
+  const unsigned bh = static_cast<unsigned>(s.batch * s.heads);
   dispatch_attention(s, "attention", [&](auto type_tag, auto dim) {
     using T = decltype(type_tag);
     constexpr int D = decltype(dim)::value;
-    static const bool configured = (allow_shared(attention_forward_kernel<T, D>), true);
-    (void)configured;
-    attention_forward_kernel<T, D><<<grid, kThreads, shared, stream()>>>(p);
+    if (tensor_cores) {
+      static const bool configured = (allow_shared(tc::forward_kernel<T, D>), true);
+      (void)configured;
+      tc::forward_kernel<T, D><<<dim3(static_cast<unsigned>(ceil_div(s.q_len, tc::kRows)), bh),
+                                 tc::kThreads, tc::Layout<T, D>::kForwardBytes, stream()>>>(p);
+    } else {
+      static const bool configured = (allow_shared(attention_forward_kernel<T, D>), true);
+      (void)configured;
+      attention_forward_kernel<T, D><<<dim3(row_blocks(s.q_len), bh), kThreads,
+                                       forward_shared_bytes(s.q_len, s.kv_len, D), stream()>>>(p);
+    }
   });
-  FG_CUDA_LAUNCH_CHECK("attention");
+  FG_CUDA_LAUNCH_CHECK(tensor_cores ? "attention (tensor cores)" : "attention");
 }
 
 void attention_backward(const AttentionBackwardArgs& a) {
   const AttentionShape& s = a.shape;
-  FG_CHECK(attention_supported(s), "attention backward: shape not supported by the fused kernel");
+  const bool tensor_cores = tensor_core_supported(s);
+  FG_CHECK(tensor_cores || cuda_core_supported(s),
+           "attention backward: shape not supported by the fused kernel");
   AttentionParams p = common_params(s, a.q, a.k, a.v, a.scale, a.dropout_p, a.seed, a.offset);
   check_head_tensor(a.out, s, s.q_len, "out");
   check_head_tensor(a.grad_out, s, s.q_len, "grad_out");
@@ -253,33 +188,44 @@ void attention_backward(const AttentionBackwardArgs& a) {
   p.logsumexp = static_cast<float*>(a.logsumexp.data_ptr());
   DeviceBuffer delta(static_cast<size_t>(s.batch * s.heads * s.q_len) * sizeof(float));
   p.delta = delta.as<float>();
-  if (tensor_core_supported(s)) {
-    p.vector_io = p.vector_io && rows_move_in_chunks(a.out) && rows_move_in_chunks(a.grad_out);
-    tc_backward(a, p);
-    return;
-  }
+  // The dQ kernel writes result, the dK/dV kernel result2 and result3.
+  p.result = a.grad_q.data_ptr();
+  p.result_layout = layout_of(a.grad_q);
+  p.result2 = a.grad_k.data_ptr();
+  p.result2_layout = layout_of(a.grad_k);
+  p.result3 = a.grad_v.data_ptr();
+  p.result3_layout = layout_of(a.grad_v);
+  for (const Tensor* t : {&a.out, &a.grad_out, &a.grad_q, &a.grad_k, &a.grad_v})
+    p.vector_io = p.vector_io && rows_move_in_chunks(*t);
   const unsigned bh = static_cast<unsigned>(s.batch * s.heads);
   dispatch_attention(s, "attention backward", [&](auto type_tag, auto dim) {
     using T = decltype(type_tag);
     constexpr int D = decltype(dim)::value;
+    if (tensor_cores) {
+      using L = tc::Layout<T, D>;
+      static const bool configured = (allow_shared(tc::backward_query_kernel<T, D>),
+                                      allow_shared(tc::backward_key_kernel<T, D>), true);
+      (void)configured;
+      tc::backward_query_kernel<T, D>
+          <<<dim3(static_cast<unsigned>(ceil_div(s.q_len, tc::kRows)), bh), tc::kThreads,
+             L::kQueryBytes, stream()>>>(p);
+      FG_CUDA_LAUNCH_CHECK("attention backward (tensor cores, dq)");
+      tc::backward_key_kernel<T, D>
+          <<<dim3(static_cast<unsigned>(ceil_div(s.kv_len, tc::kRows)), bh), tc::kThreads,
+             L::kKeyBytes, stream()>>>(p);
+      FG_CUDA_LAUNCH_CHECK("attention backward (tensor cores, dk, dv)");
+      return;
+    }
     static const bool configured = (allow_shared(attention_backward_query_kernel<T, D>),
                                     allow_shared(attention_backward_key_kernel<T, D>), true);
     (void)configured;
-    AttentionParams query = p;
-    query.result = a.grad_q.data_ptr();
-    query.result_layout = layout_of(a.grad_q);
     attention_backward_query_kernel<T, D>
         <<<dim3(row_blocks(s.q_len), bh), kThreads,
-           backward_query_shared_bytes(s.q_len, s.kv_len, s.head_dim), stream()>>>(query);
+           backward_query_shared_bytes(s.q_len, s.kv_len, D), stream()>>>(p);
     FG_CUDA_LAUNCH_CHECK("attention backward (dq)");
-    AttentionParams key = p;
-    key.result2 = a.grad_k.data_ptr();
-    key.result2_layout = layout_of(a.grad_k);
-    key.result3 = a.grad_v.data_ptr();
-    key.result3_layout = layout_of(a.grad_v);
     attention_backward_key_kernel<T, D>
         <<<dim3(row_blocks(s.kv_len), bh), kThreads,
-           backward_key_shared_bytes(s.q_len, s.kv_len, s.head_dim), stream()>>>(key);
+           backward_key_shared_bytes(s.q_len, s.kv_len, D), stream()>>>(p);
     FG_CUDA_LAUNCH_CHECK("attention backward (dk, dv)");
   });
 }

@@ -146,19 +146,28 @@ __device__ __forceinline__ T* output_of(void* p) {
   return static_cast<T*>(p);
 }
 
-// Where a thread stands: its lane and warp, the row of the warp's 16 that its
-// lane pair owns (row = lane / 2; half = lane % 2 takes columns
-// [32 half, 32 half + 32) of a 64-wide tile, or [half D/2, (half + 1) D/2) of
-// a D-wide row), and the block's batch and head.
+// Where a thread stands: its warp, the row of the warp's 16 that its lane pair
+// owns (row = lane / 2; half = lane % 2 takes columns [32 half, 32 half + 32)
+// of a 64-wide tile, or [half D/2, (half + 1) D/2) of a D-wide row), the
+// block's batch and head, the first of the block's own rows (queries or
+// keys) and the lane pair's one.
 struct Place {
-  int lane, warp, row, half;
+  int warp, row, half;
   int64_t bh, b, h;
+  int first, index;
 };
 
 __device__ __forceinline__ Place place_of(const Params& p) {
   const int lane = static_cast<int>(threadIdx.x % 32), warp = static_cast<int>(threadIdx.x / 32);
   const int64_t bh = blockIdx.y;
-  return Place{lane, warp, lane >> 1, lane & 1, bh, bh / p.heads, bh % p.heads};
+  const int first = static_cast<int>(blockIdx.x) * kRows;
+  return Place{warp,         lane >> 1,    lane & 1, bh,
+               bh / p.heads, bh % p.heads, first,    first + warp * 16 + (lane >> 1)};
+}
+
+// Rows of a tile of at most `cap` rows starting at `start` in a sequence of `n`.
+__device__ __forceinline__ int rows_in_tile(int n, int start, int cap) {
+  return n - start < cap ? n - start : cap;
 }
 
 // Keep bits of mask elements e0 .. e0 + 31 (bit c for element e0 + c).
@@ -272,12 +281,9 @@ __device__ __forceinline__ int rotated(int c, int row, int half) {
 
 template <class T, int D>
 __global__ void __launch_bounds__(kThreads) forward_kernel(Params p) {
-  namespace wmma = nvcuda::wmma;
   using L = Layout<T, D>;
   FG_DYNAMIC_SHARED(unsigned char, shared);
-  const auto [lane, warp, row, half, bh, b, h] = place_of(p);
-  const int q0 = blockIdx.x * kRows;
-  const int i = q0 + warp * 16 + row;
+  const auto [warp, row, half, bh, b, h, q0, i] = place_of(p);
   const bool row_valid = i < p.q_len;
 
   T* q_s = reinterpret_cast<T*>(shared);
@@ -288,7 +294,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(Params p) {
   T* p_w = reinterpret_cast<T*>(mine + L::kWideBytes);
   float* o_w = reinterpret_cast<float*>(mine + L::kWideBytes + L::kPBytes);
 
-  const int q_rows = p.q_len - q0 < kRows ? p.q_len - q0 : kRows;
+  const int q_rows = rows_in_tile(p.q_len, q0, kRows);
   load_tile<T, D>(q_s, input_of<T>(p.q) + head_offset(p.q_layout, b, h) + q0 * p.q_layout.row,
                   p.q_layout.row, q_rows, p.vector_io);
   float* o_row = o_w + row * L::kOPitch;
@@ -299,7 +305,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(Params p) {
 
   float m = -INFINITY, l = 0.0f;
   for (int n0 = 0; n0 < p.kv_len; n0 += kCols) {
-    const int valid = p.kv_len - n0 < kCols ? p.kv_len - n0 : kCols;
+    const int valid = rows_in_tile(p.kv_len, n0, kCols);
     __syncthreads();  // every warp is done with the previous K and V
     load_tile<T, D>(k_s, k_base + n0 * p.k_layout.row, p.k_layout.row, valid, p.vector_io);
     load_tile<T, D>(v_s, v_base + n0 * p.v_layout.row, p.v_layout.row, valid, p.vector_io);
@@ -359,9 +365,7 @@ __global__ void __launch_bounds__(kThreads) backward_query_kernel(Params p) {
   namespace wmma = nvcuda::wmma;
   using L = Layout<T, D>;
   FG_DYNAMIC_SHARED(unsigned char, shared);
-  const auto [lane, warp, row, half, bh, b, h] = place_of(p);
-  const int q0 = blockIdx.x * kRows;
-  const int i = q0 + warp * 16 + row;
+  const auto [warp, row, half, bh, b, h, q0, i] = place_of(p);
   const bool row_valid = i < p.q_len;
 
   T* q_s = reinterpret_cast<T*>(shared);
@@ -373,7 +377,7 @@ __global__ void __launch_bounds__(kThreads) backward_query_kernel(Params p) {
   float* dp_w = reinterpret_cast<float*>(mine + L::kWideBytes);
   T* ds_w = reinterpret_cast<T*>(mine + 2 * L::kWideBytes);
 
-  const int q_rows = p.q_len - q0 < kRows ? p.q_len - q0 : kRows;
+  const int q_rows = rows_in_tile(p.q_len, q0, kRows);
   load_tile<T, D>(q_s, input_of<T>(p.q) + head_offset(p.q_layout, b, h) + q0 * p.q_layout.row,
                   p.q_layout.row, q_rows, p.vector_io);
   load_tile<T, D>(
@@ -401,7 +405,7 @@ __global__ void __launch_bounds__(kThreads) backward_query_kernel(Params p) {
   const uint64_t mask_row = (static_cast<uint64_t>(bh) * p.q_len + i) * p.kv_len;
 
   for (int n0 = 0; n0 < p.kv_len; n0 += kCols) {
-    const int valid = p.kv_len - n0 < kCols ? p.kv_len - n0 : kCols;
+    const int valid = rows_in_tile(p.kv_len, n0, kCols);
     __syncthreads();
     load_tile<T, D>(k_s, k_base + n0 * p.k_layout.row, p.k_layout.row, valid, p.vector_io);
     load_tile<T, D>(v_s, v_base + n0 * p.v_layout.row, p.v_layout.row, valid, p.vector_io);
@@ -452,9 +456,7 @@ __global__ void __launch_bounds__(kThreads) backward_key_kernel(Params p) {
   namespace wmma = nvcuda::wmma;
   using L = Layout<T, D>;
   FG_DYNAMIC_SHARED(unsigned char, shared);
-  const auto [lane, warp, row, half, bh, b, h] = place_of(p);
-  const int j0 = blockIdx.x * kRows;
-  const int j = j0 + warp * 16 + row;  // the lane pair's key
+  const auto [warp, row, half, bh, b, h, j0, j] = place_of(p);  // j: the lane pair's key
   const bool key_valid = j < p.kv_len;
 
   T* k_s = reinterpret_cast<T*>(shared);
@@ -469,7 +471,7 @@ __global__ void __launch_bounds__(kThreads) backward_key_kernel(Params p) {
   T* pt_w = reinterpret_cast<T*>(mine + 2 * L::kWideBytes);
   T* dst_w = reinterpret_cast<T*>(mine + 2 * L::kWideBytes + L::kPBytes);
 
-  const int k_rows = p.kv_len - j0 < kRows ? p.kv_len - j0 : kRows;
+  const int k_rows = rows_in_tile(p.kv_len, j0, kRows);
   load_tile<T, D>(k_s, input_of<T>(p.k) + head_offset(p.k_layout, b, h) + j0 * p.k_layout.row,
                   p.k_layout.row, k_rows, p.vector_io);
   load_tile<T, D>(v_s, input_of<T>(p.v) + head_offset(p.v_layout, b, h) + j0 * p.v_layout.row,
@@ -484,7 +486,7 @@ __global__ void __launch_bounds__(kThreads) backward_key_kernel(Params p) {
   const T* do_base = input_of<T>(p.grad_out) + head_offset(p.grad_out_layout, b, h);
 
   for (int m0 = 0; m0 < p.q_len; m0 += kCols) {
-    const int valid = p.q_len - m0 < kCols ? p.q_len - m0 : kCols;
+    const int valid = rows_in_tile(p.q_len, m0, kCols);
     __syncthreads();
     load_tile<T, D>(q_s, q_base + m0 * p.q_layout.row, p.q_layout.row, valid, p.vector_io);
     load_tile<T, D>(do_s, do_base + m0 * p.grad_out_layout.row, p.grad_out_layout.row, valid,

@@ -30,6 +30,20 @@ __device__ __forceinline__ A param_or(const W* p, int64_t j, A fallback) {
   return p ? convert<A>(p[j]) : fallback;
 }
 
+// How a kernel's threads take rows: a warp per row (lane of 32, the grid's
+// warps striding over rows) or a block per row (`Block`).
+struct RowSplit {
+  int64_t lane, width, first, step;
+};
+
+template <bool Block>
+__device__ __forceinline__ RowSplit row_split() {
+  if constexpr (Block)
+    return RowSplit{threadIdx.x, blockDim.x, blockIdx.x, gridDim.x};
+  else
+    return RowSplit{threadIdx.x % 32, 32, global_thread() / 32, grid_threads() / 32};
+}
+
 // One warp per row (short rows) or one block per row (long rows); `Block` picks.
 template <class T, class W, bool Block>
 __global__ void layer_norm_forward(const T* x, const W* weight, const W* bias, T* y,
@@ -37,10 +51,7 @@ __global__ void layer_norm_forward(const T* x, const W* weight, const W* bias, T
                                    int64_t cols, double eps) {
   using A = accum_t<T>;
   __shared__ A scratch[32];
-  const int64_t lane = Block ? threadIdx.x : threadIdx.x % 32;
-  const int64_t width = Block ? blockDim.x : 32;
-  const int64_t first = Block ? blockIdx.x : global_thread() / 32;
-  const int64_t step = Block ? gridDim.x : grid_threads() / 32;
+  const auto [lane, width, first, step] = row_split<Block>();
   for (int64_t row = first; row < rows; row += step) {
     const T* xr = x + row * cols;
     A sum = 0;
@@ -73,10 +84,7 @@ __global__ void layer_norm_backward_input(const T* g, const T* x, const accum_t<
                                           int64_t rows, int64_t cols) {
   using A = accum_t<T>;
   __shared__ A scratch[32];
-  const int64_t lane = Block ? threadIdx.x : threadIdx.x % 32;
-  const int64_t width = Block ? blockDim.x : 32;
-  const int64_t first = Block ? blockIdx.x : global_thread() / 32;
-  const int64_t step = Block ? gridDim.x : grid_threads() / 32;
+  const auto [lane, width, first, step] = row_split<Block>();
   for (int64_t row = first; row < rows; row += step) {
     const T* gr = g + row * cols;
     const T* xr = x + row * cols;

@@ -114,4 +114,10 @@ inline double rtol_for(DType dtype) {
   }
 }
 
+// Restores the TF32 switch however a case ends, so later cases run in full float32.
+struct Tf32Restore {
+  bool saved = cuda_allow_tf32();
+  ~Tf32Restore() { cuda_set_allow_tf32(saved); }
+};
+
 }  // namespace fg::cuda_testing

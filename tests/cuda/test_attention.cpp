@@ -34,13 +34,23 @@ Result run_attention(const Tensor& q0, const Tensor& k0, const Tensor& v0, const
   return {out, q.grad(), k.grad(), v.grad()};
 }
 
-void compare(const Result& got, const Result& expected, DType dtype, const std::string& what) {
+struct Tolerance {
+  double rtol, atol_out, atol_grad;
+};
+
+// float32 and bfloat16 inputs; the gradients get four times the output's atol.
+Tolerance tolerance_for(DType dtype) {
   const bool low = dtype == DType::BFloat16;
   const double rtol = low ? 3e-2 : 1e-4, atol = low ? 2e-2 : 2e-5;
-  check_close(got.out, expected.out, rtol, atol, what + " out");
-  check_close(got.grad_q, expected.grad_q, rtol, atol * 4, what + " grad q");
-  check_close(got.grad_k, expected.grad_k, rtol, atol * 4, what + " grad k");
-  check_close(got.grad_v, expected.grad_v, rtol, atol * 4, what + " grad v");
+  return {rtol, atol, atol * 4};
+}
+
+void compare(const Result& got, const Result& expected, const Tolerance& t,
+             const std::string& what) {
+  check_close(got.out, expected.out, t.rtol, t.atol_out, what + " out");
+  check_close(got.grad_q, expected.grad_q, t.rtol, t.atol_grad, what + " grad q");
+  check_close(got.grad_k, expected.grad_k, t.rtol, t.atol_grad, what + " grad k");
+  check_close(got.grad_v, expected.grad_v, t.rtol, t.atol_grad, what + " grad v");
 }
 
 }  // namespace
@@ -81,21 +91,15 @@ TEST_CASE("cuda: fused attention matches the CPU composite, forward and backward
         const Result fused = run_attention(on_gpu(q.to(dtype)), on_gpu(k.to(dtype)),
                                            on_gpu(v.to(dtype)), on_gpu(w), p, fused_gen);
         CHECK(fused.out.dtype() == dtype);
-        compare(fused, expected, dtype, what + " (fused)");
+        compare(fused, expected, tolerance_for(dtype), what + " (fused)");
         if (dtype == DType::Float32) {  // float32 with TF32 allowed runs on tensor cores
-          struct Tf32Restore {
-            bool saved = cuda_allow_tf32();
-            ~Tf32Restore() { cuda_set_allow_tf32(saved); }
-          } restore;
+          const Tf32Restore restore;
           cuda_set_allow_tf32(true);
           Generator tf32_gen(9);
           const Result tf32 =
               run_attention(on_gpu(q), on_gpu(k), on_gpu(v), on_gpu(w), p, tf32_gen);
           // tf32 keeps 10 mantissa bits: between float32's and bfloat16's tolerances.
-          check_close(tf32.out, expected.out, 1e-2, 5e-3, what + " (fused, TF32) out");
-          check_close(tf32.grad_q, expected.grad_q, 1e-2, 2e-2, what + " (fused, TF32) grad q");
-          check_close(tf32.grad_k, expected.grad_k, 1e-2, 2e-2, what + " (fused, TF32) grad k");
-          check_close(tf32.grad_v, expected.grad_v, 1e-2, 2e-2, what + " (fused, TF32) grad v");
+          compare(tf32, expected, Tolerance{1e-2, 5e-3, 2e-2}, what + " (fused, TF32)");
           CHECK(tf32_gen.offset() == cpu_gen.offset());
         }
         if (dtype == DType::BFloat16) {  // the fused case above ran on tensor cores
@@ -104,14 +108,14 @@ TEST_CASE("cuda: fused attention matches the CPU composite, forward and backward
           const Result cuda_core = run_attention(on_gpu(q.to(dtype)), on_gpu(k.to(dtype)),
                                                  on_gpu(v.to(dtype)), on_gpu(w), p, cuda_core_gen);
           cuda_set_tensor_core_attention(true);
-          compare(cuda_core, expected, dtype, what + " (fused, CUDA cores)");
+          compare(cuda_core, expected, tolerance_for(dtype), what + " (fused, CUDA cores)");
           CHECK(cuda_core_gen.offset() == cpu_gen.offset());
         }
         cuda_set_fused_attention(false);
         const Result composite = run_attention(on_gpu(q.to(dtype)), on_gpu(k.to(dtype)),
                                                on_gpu(v.to(dtype)), on_gpu(w), p, composite_gen);
         cuda_set_fused_attention(true);
-        compare(composite, expected, dtype, what + " (composite on CUDA)");
+        compare(composite, expected, tolerance_for(dtype), what + " (composite on CUDA)");
         CHECK(fused_gen.offset() == cpu_gen.offset());
         CHECK(composite_gen.offset() == cpu_gen.offset());
       }

@@ -81,11 +81,7 @@ double gemm_rtol(DType dtype, bool tf32) {
 
 TEST_CASE("cuda: matmul and linear match the CPU, forward and backward") {
   FG_SKIP_WITHOUT_GPU();
-  // The TF32 switch is restored however the case ends, so later cases run in full float32.
-  struct Tf32Restore {
-    bool saved = cuda_allow_tf32();
-    ~Tf32Restore() { cuda_set_allow_tf32(saved); }
-  } restore;
+  const Tf32Restore restore;  // later cases run in full float32
   struct Case {
     Shape a, b;
     bool transpose_a, transpose_b;

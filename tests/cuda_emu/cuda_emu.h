@@ -559,6 +559,41 @@ void fragment_to_float(const F& f, float* out) {
   }
 }
 
+// The WarpOp of a WMMA load or store of fragment type F: the API's memory
+// rules checked, and the arguments every lane must agree on filled in.
+template <class F>
+WarpOp memory_op(OpKind kind, const char* name, const void* ptr, unsigned ldm, bool col,
+                 size_t element_bytes) {
+  check_wmma_memory(name, ptr, ldm, element_bytes);
+  WarpOp op;
+  op.kind = kind;
+  op.name = name;
+  op.tag = &type_tag<F>;
+  op.ptr = ptr;
+  op.ldm = ldm;
+  op.layout = col ? 1 : 0;
+  return op;
+}
+
+// Element (r, c) of a tile in memory, row-major or column-major with leading dimension ldm.
+template <class E>
+E& element(E* ptr, unsigned ldm, bool col, int r, int c) {
+  return col ? ptr[static_cast<size_t>(c) * ldm + r] : ptr[static_cast<size_t>(r) * ldm + c];
+}
+
+// A WMMA load: each lane reads the tile (with `read`) as it arrives and again
+// when the warp is released, and the two must agree. A write by another lane
+// that no __syncwarp orders before the load (or one by a lane that resumed
+// first and ran ahead, after it) shows up under some schedule order.
+template <class E, int N, class Read>
+void load_stable(WarpOp& op, E (&x)[N], Read read) {
+  read(x);
+  warp_collective(op);
+  E now[N];
+  read(now);
+  if (std::memcmp(static_cast<const void*>(now), static_cast<const void*>(x), sizeof(now)) != 0)
+    fail_unstable_load();
+}
 }  // namespace fg_emu::detail
 
 namespace nvcuda::wmma {
@@ -596,35 +631,23 @@ inline void fill_fragment(fragment<Use, M, N, K, T, Layout>& f,
   for (int i = 0; i < f.num_elements; ++i) f.x[i] = v;
 }
 
-// A or B operand; the layout is the fragment's.
+// A or B operand; the layout is the fragment's. Rows (row_major) or columns
+// (col_major) are contiguous in memory and in x.
 template <class Use, int M, int N, int K, class T, class Layout>
 requires(!std::is_same_v<Use, accumulator>) inline void load_matrix_sync(
     fragment<Use, M, N, K, T, Layout>& f, const ::fg_emu::detail::storage_t<T>* ptr, unsigned ldm) {
   using F = fragment<Use, M, N, K, T, Layout>;
-  ::fg_emu::detail::check_wmma_memory("wmma::load_matrix_sync", ptr, ldm,
-                                      sizeof(typename F::element_type));
-  ::fg_emu::detail::WarpOp op;
-  op.kind = ::fg_emu::detail::OpKind::wmma_load;
-  op.name = "wmma::load_matrix_sync";
-  op.tag = &::fg_emu::detail::type_tag<F>;
-  op.ptr = ptr;
-  op.ldm = ldm;
-  op.layout = F::column_order ? 1 : 0;
-  // Each lane reads the tile as it arrives and again when the warp is
-  // released, and the two must agree: a write by another lane that no
-  // __syncwarp orders before the load (or one by a lane that resumed first
-  // and ran ahead, after it) shows up under some schedule order. Rows
-  // (row_major) or columns (col_major) are contiguous in memory and in x.
+  using E = typename F::element_type;
+  auto op =
+      ::fg_emu::detail::memory_op<F>(::fg_emu::detail::OpKind::wmma_load, "wmma::load_matrix_sync",
+                                     ptr, ldm, F::column_order, sizeof(E));
   constexpr int lines = F::column_order ? F::num_cols : F::num_rows;
   constexpr int length = F::num_elements / lines;
-  for (int l = 0; l < lines; ++l)
-    std::memcpy(static_cast<void*>(f.x + l * length), ptr + static_cast<size_t>(l) * ldm,
-                sizeof(typename F::element_type) * length);
-  ::fg_emu::detail::warp_collective(op);
-  for (int l = 0; l < lines; ++l)
-    if (std::memcmp(static_cast<const void*>(f.x + l * length), ptr + static_cast<size_t>(l) * ldm,
-                    sizeof(typename F::element_type) * length) != 0)
-      ::fg_emu::detail::fail_unstable_load();
+  ::fg_emu::detail::load_stable(op, f.x, [&](E* out) {
+    for (int l = 0; l < lines; ++l)
+      std::memcpy(static_cast<void*>(out + l * length), ptr + static_cast<size_t>(l) * ldm,
+                  sizeof(E) * length);
+  });
 }
 
 template <int M, int N, int K>
@@ -632,31 +655,12 @@ inline void load_matrix_sync(fragment<accumulator, M, N, K, float>& f, const flo
                              unsigned ldm, layout_t layout) {
   using F = fragment<accumulator, M, N, K, float>;
   const bool col = layout == mem_col_major;
-  ::fg_emu::detail::check_wmma_memory("wmma::load_matrix_sync", ptr, ldm, sizeof(float));
-  ::fg_emu::detail::WarpOp op;
-  op.kind = ::fg_emu::detail::OpKind::wmma_load;
-  op.name = "wmma::load_matrix_sync";
-  op.tag = &::fg_emu::detail::type_tag<F>;
-  op.ptr = ptr;
-  op.ldm = ldm;
-  op.layout = col ? 1 : 0;
-  // Read at arrival and checked at release, as for the A and B operands.
-  const auto read = [&](float* out) {
-    for (int r = 0; r < F::num_rows; ++r) {
-      if (!col) {
-        std::memcpy(out + r * F::num_cols, ptr + static_cast<size_t>(r) * ldm,
-                    sizeof(float) * F::num_cols);
-      } else {
-        for (int c = 0; c < F::num_cols; ++c)
-          out[r * F::num_cols + c] = ptr[static_cast<size_t>(c) * ldm + r];
-      }
-    }
-  };
-  read(f.x);
-  ::fg_emu::detail::warp_collective(op);
-  float now[F::num_elements];
-  read(now);
-  if (std::memcmp(now, f.x, sizeof(now)) != 0) ::fg_emu::detail::fail_unstable_load();
+  auto op = ::fg_emu::detail::memory_op<F>(::fg_emu::detail::OpKind::wmma_load,
+                                           "wmma::load_matrix_sync", ptr, ldm, col, sizeof(float));
+  ::fg_emu::detail::load_stable(op, f.x, [&](float* out) {
+    for (int i = 0; i < F::num_elements; ++i)
+      out[i] = ::fg_emu::detail::element(ptr, ldm, col, i / F::num_cols, i % F::num_cols);
+  });
 }
 
 template <int M, int N, int K>
@@ -664,14 +668,8 @@ inline void store_matrix_sync(float* ptr, const fragment<accumulator, M, N, K, f
                               unsigned ldm, layout_t layout) {
   using F = fragment<accumulator, M, N, K, float>;
   const bool col = layout == mem_col_major;
-  ::fg_emu::detail::check_wmma_memory("wmma::store_matrix_sync", ptr, ldm, sizeof(float));
-  ::fg_emu::detail::WarpOp op;
-  op.kind = ::fg_emu::detail::OpKind::wmma_store;
-  op.name = "wmma::store_matrix_sync";
-  op.tag = &::fg_emu::detail::type_tag<F>;
-  op.ptr = ptr;
-  op.ldm = ldm;
-  op.layout = col ? 1 : 0;
+  auto op = ::fg_emu::detail::memory_op<F>(::fg_emu::detail::OpKind::wmma_store,
+                                           "wmma::store_matrix_sync", ptr, ldm, col, sizeof(float));
   op.a = &f;
   op.hook = [](::fg_emu::detail::WarpOp* const* lanes) {
     ::fg_emu::detail::check_uniform_fragment(lanes, &::fg_emu::detail::WarpOp::a,
@@ -681,21 +679,16 @@ inline void store_matrix_sync(float* ptr, const fragment<accumulator, M, N, K, f
     // but not +3e38), so an early read cannot pass for the old contents.
     const auto& op0 = *lanes[0];
     float* dst = static_cast<float*>(const_cast<void*>(op0.ptr));
-    for (int i = 0; i < F::num_elements; ++i) {
-      const int r = i / F::num_cols, c = i % F::num_cols;
-      const float poison = i % 3 == 0 ? NAN : (i % 3 == 1 ? 3e38f : -3e38f);
-      (op0.layout ? dst[static_cast<size_t>(c) * op0.ldm + r]
-                  : dst[static_cast<size_t>(r) * op0.ldm + c]) = poison;
-    }
+    for (int i = 0; i < F::num_elements; ++i)
+      ::fg_emu::detail::element(dst, op0.ldm, op0.layout != 0, i / F::num_cols, i % F::num_cols) =
+          i % 3 == 0 ? NAN : (i % 3 == 1 ? 3e38f : -3e38f);
   };
   ::fg_emu::detail::warp_collective(op);
   // Lane l writes the elements whose index is l modulo 32, each exactly once,
   // when it resumes: a lane that reads the tile back without __syncwarp()
   // finds elements of lanes that have not run yet still poisoned.
-  for (int i = static_cast<int>(::fg_emu::detail::lane_id()); i < F::num_elements; i += 32) {
-    const int r = i / F::num_cols, c = i % F::num_cols;
-    (col ? ptr[static_cast<size_t>(c) * ldm + r] : ptr[static_cast<size_t>(r) * ldm + c]) = f.x[i];
-  }
+  for (int i = static_cast<int>(::fg_emu::detail::lane_id()); i < F::num_elements; i += 32)
+    ::fg_emu::detail::element(ptr, ldm, col, i / F::num_cols, i % F::num_cols) = f.x[i];
 }
 
 // d = a * b + c, the products accumulated in float (computed once when the

@@ -23,9 +23,9 @@
 
 using namespace fg;
 using fg::cuda::convert;
+using fg_emu_test::AttentionProblem;
 using fg_emu_test::check_close;
 using fg_emu_test::Operand;
-using fg_emu_test::to_vector;
 namespace simt = fg::cuda::simt;
 
 namespace {
@@ -42,68 +42,7 @@ void run(const Case& c) {
                            std::to_string(c.q_len) + " Lk " + std::to_string(c.kv_len) + " D " +
                            std::to_string(D) + " pad " + std::to_string(c.pad) + " p " +
                            std::to_string(c.dropout);
-  std::mt19937_64 rng(static_cast<uint64_t>(c.q_len * 1000 + c.kv_len * 10 + D));
-  Operand<T> q(c.batch, c.heads, c.q_len, D, c.pad), k(c.batch, c.heads, c.kv_len, D, c.pad),
-      v(c.batch, c.heads, c.kv_len, D, c.pad), grad_out(c.batch, c.heads, c.q_len, D, c.pad);
-  q.fill(rng);
-  k.fill(rng);
-  v.fill(rng);
-  grad_out.fill(rng);
-  Operand<T> out(c.batch, c.heads, c.q_len, D, c.pad), grad_q(c.batch, c.heads, c.q_len, D, c.pad),
-      grad_k(c.batch, c.heads, c.kv_len, D, c.pad), grad_v(c.batch, c.heads, c.kv_len, D, c.pad);
-
-  // Expected: the CPU's composite path in float64, with its own dropout draw.
-  Generator gen(4321);
-  const uint64_t seed = gen.seed(), offset = gen.offset();
-  Tensor tq = q.tensor(), tk = k.tensor(), tv = v.tensor();
-  tq.set_requires_grad(true);
-  tk.set_requires_grad(true);
-  tv.set_requires_grad(true);
-  cpu_set_fused_attention(false);
-  const Tensor expected = scaled_dot_product_attention(tq, tk, tv, c.dropout, c.dropout > 0, &gen);
-  cpu_set_fused_attention(true);
-  sum(mul(expected, grad_out.tensor())).backward();
-  const std::vector<double> out_expected = to_vector(expected),
-                            grad_q_expected = to_vector(tq.grad()),
-                            grad_k_expected = to_vector(tk.grad()),
-                            grad_v_expected = to_vector(tv.grad());
-
-  // The log-sum-exp of the scaled scores, in float64.
-  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
-  std::vector<double> lse_expected(static_cast<size_t>(c.batch * c.heads * c.q_len));
-  for (int64_t bi = 0; bi < c.batch; ++bi)
-    for (int64_t hi = 0; hi < c.heads; ++hi)
-      for (int64_t i = 0; i < c.q_len; ++i) {
-        std::vector<double> s(static_cast<size_t>(c.kv_len));
-        double mx = -INFINITY;
-        for (int64_t j = 0; j < c.kv_len; ++j) {
-          double dot = 0.0;
-          for (int64_t d = 0; d < D; ++d)
-            dot += q.values[q.flat(bi, hi, i, d)] * k.values[k.flat(bi, hi, j, d)];
-          s[static_cast<size_t>(j)] = dot * scale;
-          mx = std::max(mx, dot * scale);
-        }
-        double total = 0.0;
-        for (double x : s) total += std::exp(x - mx);
-        lse_expected[static_cast<size_t>((bi * c.heads + hi) * c.q_len + i)] = mx + std::log(total);
-      }
-
-  fg::cuda::AttentionParams p;
-  p.q = q.storage.data();
-  p.k = k.storage.data();
-  p.v = v.storage.data();
-  p.q_layout = q.layout;
-  p.k_layout = k.layout;
-  p.v_layout = v.layout;
-  p.heads = static_cast<int>(c.heads);
-  p.q_len = static_cast<int>(c.q_len);
-  p.kv_len = static_cast<int>(c.kv_len);
-  p.scale = static_cast<float>(scale);
-  p.dropout = c.dropout > 0;
-  p.dropout_p = static_cast<float>(c.dropout);
-  p.dropout_scale = static_cast<float>(1.0 / (1.0 - c.dropout));
-  p.seed = seed;
-  p.offset = offset;
+  AttentionProblem<T> problem(c.batch, c.heads, c.q_len, c.kv_len, D, c.pad, c.dropout, 4321);
 
   // float32 results carry the float sums' rounding (about 4e-7 here, more
   // where a gradient vanishes), bfloat16 ones the storage's (about 2e-3).
@@ -113,56 +52,38 @@ void run(const Case& c) {
   const dim3 block(simt::kThreads);
   for (const fg_emu::LaunchOptions& options : fg_emu_test::schedules()) {
     const std::string where = what + ", " + fg_emu_test::describe(options);
-    for (Operand<T>* o : {&out, &grad_q, &grad_k, &grad_v}) o->clear();
-    std::vector<float> lse(lse_expected.size(), NAN), delta(lse_expected.size(), NAN);
-
-    fg::cuda::AttentionParams fwd = p;
-    fwd.result = out.storage.data();
-    fwd.result_layout = out.layout;
-    fwd.logsumexp = lse.data();
+    problem.clear();
     fg_emu::launch(options, dim3(simt::row_blocks(c.q_len), bh), block,
                    simt::forward_shared_bytes(c.q_len, c.kv_len, D),
-                   simt::attention_forward_kernel<T, D>, fwd);
-    check_close(out.read(), out_expected, out_tolerance, where + ": out");
-    check_close(std::vector<double>(lse.begin(), lse.end()), lse_expected, 1e-6, where + ": lse");
+                   simt::attention_forward_kernel<T, D>, problem.forward());
+    check_close(problem.out.read(), problem.out_expected, out_tolerance, where + ": out");
+    check_close(std::vector<double>(problem.lse.begin(), problem.lse.end()), problem.lse_expected,
+                1e-6, where + ": lse");
 
-    fg::cuda::AttentionParams bwd = p;
-    bwd.out = out.storage.data();
-    bwd.out_layout = out.layout;
-    bwd.grad_out = grad_out.storage.data();
-    bwd.grad_out_layout = grad_out.layout;
-    bwd.logsumexp = lse.data();
-    bwd.delta = delta.data();
-    fg::cuda::AttentionParams query = bwd;
-    query.result = grad_q.storage.data();
-    query.result_layout = grad_q.layout;
+    const fg::cuda::AttentionParams bwd = problem.backward();
     fg_emu::launch(options, dim3(simt::row_blocks(c.q_len), bh), block,
                    simt::backward_query_shared_bytes(c.q_len, c.kv_len, D),
-                   simt::attention_backward_query_kernel<T, D>, query);
-    fg::cuda::AttentionParams key = bwd;
-    key.result2 = grad_k.storage.data();
-    key.result2_layout = grad_k.layout;
-    key.result3 = grad_v.storage.data();
-    key.result3_layout = grad_v.layout;
+                   simt::attention_backward_query_kernel<T, D>, bwd);
     fg_emu::launch(options, dim3(simt::row_blocks(c.kv_len), bh), block,
                    simt::backward_key_shared_bytes(c.q_len, c.kv_len, D),
-                   simt::attention_backward_key_kernel<T, D>, key);
+                   simt::attention_backward_key_kernel<T, D>, bwd);
 
     // Delta = dO . O per query, of the output the kernel wrote.
-    std::vector<double> delta_expected(delta.size(), 0.0);
-    const std::vector<double> out_got = out.read();
+    std::vector<double> delta_expected(problem.delta.size(), 0.0);
+    const std::vector<double> out_got = problem.out.read();
+    const Operand<T>& grad_out = problem.grad_out;
     for (int64_t bi = 0; bi < c.batch; ++bi)
       for (int64_t hi = 0; hi < c.heads; ++hi)
         for (int64_t i = 0; i < c.q_len; ++i)
           for (int64_t d = 0; d < D; ++d)
             delta_expected[static_cast<size_t>((bi * c.heads + hi) * c.q_len + i)] +=
-                grad_out.values[grad_out.flat(bi, hi, i, d)] * out_got[out.flat(bi, hi, i, d)];
-    check_close(std::vector<double>(delta.begin(), delta.end()), delta_expected, 1e-6,
-                where + ": delta");
-    check_close(grad_q.read(), grad_q_expected, grad_tolerance, where + ": grad q");
-    check_close(grad_k.read(), grad_k_expected, grad_tolerance, where + ": grad k");
-    check_close(grad_v.read(), grad_v_expected, grad_tolerance, where + ": grad v");
-    for (const Operand<T>* o : {&out, &grad_q, &grad_k, &grad_v})
+                grad_out.values[grad_out.flat(bi, hi, i, d)] * out_got[grad_out.flat(bi, hi, i, d)];
+    check_close(std::vector<double>(problem.delta.begin(), problem.delta.end()), delta_expected,
+                1e-6, where + ": delta");
+    check_close(problem.grad_q.read(), problem.grad_q_expected, grad_tolerance, where + ": grad q");
+    check_close(problem.grad_k.read(), problem.grad_k_expected, grad_tolerance, where + ": grad k");
+    check_close(problem.grad_v.read(), problem.grad_v_expected, grad_tolerance, where + ": grad v");
+    for (const Operand<T>* o : problem.outputs())
       CHECK_MESSAGE(o->padding_untouched(), (where + ": the padding between heads was written"));
   }
 }
