@@ -29,7 +29,7 @@ struct EncoderLayer : nn::Module {
   Tensor forward(const Tensor& x) const {
     const bool train = is_training();
     Tensor h = norm1->forward(add(x, fg::dropout(self_attn->forward(x), dropout, train, *gen)));
-    Tensor f = fg::dropout(relu(linear->forward(h)), dropout, train, *gen);
+    Tensor f = fg::relu_dropout(linear->forward(h), dropout, train, *gen);
     f = fg::dropout(ffn_out->forward(f), dropout, train, *gen);
     return norm2->forward(add(h, f));
   }

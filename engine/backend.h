@@ -77,6 +77,14 @@ struct AttentionBackwardArgs {
   uint64_t seed = 0, offset = 0;
 };
 
+// One dropout draw: probability p in (0, 1) of dropping, the generator state it
+// was drawn from, and whether a ReLU comes first (relu_dropout).
+struct DropoutArgs {
+  double p = 0.0;
+  uint64_t seed = 0, offset = 0;
+  bool relu = false;
+};
+
 struct AdamWParams {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
   int64_t step = 1;  // 1-based, after increment
@@ -141,6 +149,16 @@ class Backend {
                       double std) = 0;
   // mask[i] = (uniform_i >= p) / (1 - p), in mask's dtype.
   virtual void dropout_mask(const Tensor& mask, double p, uint64_t seed, uint64_t offset) = 0;
+  // Dropout without a mask tensor: out[i] = keep_i ? x[i] * s : 0 with keep_i =
+  // (uniform_i >= p), the draw of dropout_mask, and s = 1 / (1 - p), multiplied in
+  // float (double for double) and rounded once. With args.relu, x[i] is first
+  // max(x[i], 0). x and out contiguous, of one dtype and shape.
+  virtual void dropout(const Tensor& x, const Tensor& out, const DropoutArgs& args) = 0;
+  // The backward: grad_input[i] = grad[i] * (keep_i ? s : 0), keep_i drawn again
+  // from (seed, offset); with args.relu, keep_i = (out[i] > 0) read from the
+  // forward's output (kept and positive before the scale), and `out` must be given.
+  virtual void dropout_backward(const Tensor& grad, const Tensor& out, const Tensor& grad_input,
+                                const DropoutArgs& args) = 0;
 
   // ---- images ----
   // x (N, C, H, W) contiguous float -> out (N, C, OH, OW): PyTorch bicubic (a = -0.75).

@@ -104,7 +104,13 @@ Tensor log_softmax(const Tensor& x, const std::vector<int64_t>& dims);
 Tensor layer_norm(const Tensor& x, int64_t normalized_ndim, const Tensor& weight,
                   const Tensor& bias, double eps = 1e-5);
 // Inverted dropout: zero with probability p, scale the rest by 1/(1-p). Identity unless training.
+// One draw from gen (nothing for an empty tensor); no mask is kept: the backward
+// draws the same keep decisions again.
 Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);
+// dropout(relu(x), p, training, gen) in one pass with the same numbers and the
+// same draw; keeps only its output for the backward (the gradient passes where
+// the output is positive), which the next layer keeps anyway.
+Tensor relu_dropout(const Tensor& x, double p, bool training, Generator& gen);
 // Mean cross-entropy of logits (N, C) against integer labels (N) with label smoothing.
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels, double label_smoothing = 0.0);
 // Mean over rows of -sum(targets * log_softmax(logits)), targets (N, C) (soft labels).

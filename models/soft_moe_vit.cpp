@@ -133,7 +133,7 @@ EncoderLayer::Output EncoderLayer::forward(const Tensor& x_in) const {
   // Post-norm: x = norm1(x + drop(attn(x))); x = norm2(s * x + drop(ffn(drop(relu(linear(x)))))).
   const Tensor attn = dropout(self_attn->forward(x_in), dropout_p, train, gen);
   const Tensor x = norm1->forward(add(x_in, attn));
-  const Tensor hidden = dropout(relu(linear->forward(x)), dropout_p, train, gen);
+  const Tensor hidden = relu_dropout(linear->forward(x), dropout_p, train, gen);
   Output out;
   Tensor ffn_out;
   if (is_moe) {

@@ -40,6 +40,9 @@ class CpuBackend final : public Backend {
   void normal(const Tensor& out, uint64_t seed, uint64_t offset, double mean,
               double std) override;
   void dropout_mask(const Tensor& mask, double p, uint64_t seed, uint64_t offset) override;
+  void dropout(const Tensor& x, const Tensor& out, const DropoutArgs& args) override;
+  void dropout_backward(const Tensor& grad, const Tensor& out, const Tensor& grad_input,
+                        const DropoutArgs& args) override;
   void bicubic_resize(const Tensor& x, const Tensor& out, bool align_corners) override;
   void adamw(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
              const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,

@@ -561,6 +561,81 @@ void CpuBackend::dropout_mask(const Tensor& mask, double p, uint64_t seed, uint6
   });
 }
 
+namespace {
+
+// out[i] = max(x[i], 0) (Relu) or x[i], times s if element i survives and 0
+// otherwise: a product in T, as x * dropout_mask(...) gives. Branch-free selects
+// over restrict pointers, so that the loops vectorize (the keep decisions are
+// random: a branch on them mispredicts).
+template <class T, bool Relu>
+void dropout_forward(const T* x_in, T* out_in, int64_t n, const DropoutArgs& a) {
+  const float threshold = static_cast<float>(a.p);
+  const T scale = static_cast<T>(1.0 / (1.0 - a.p));
+  const uint64_t seed = a.seed, offset = a.offset;
+  const int64_t blocks = (n + 3) / 4;
+  parallel_for(blocks, n * 8, [=](int64_t begin, int64_t end) {
+    const T* __restrict x = x_in;
+    T* __restrict out = out_in;
+    alignas(64) uint32_t words[32];
+    for (int64_t b0 = begin; b0 < end; b0 += 8) {
+      philox4x32_8(static_cast<uint64_t>(b0), offset, seed, words);  // eight blocks at once
+      const int64_t first = b0 * 4, count = std::min(n, std::min(end, b0 + 8) * 4) - first;
+      const T* __restrict xb = x + first;
+      T* __restrict ob = out + first;
+      for (int64_t k = 0; k < count; ++k) {
+        T v = xb[k];
+        if constexpr (Relu) v = v > T(0) ? v : T(0);
+        ob[k] = v * (word_to_uniform(words[k]) >= threshold ? scale : T(0));
+      }
+    }
+  });
+}
+
+// relu_dropout's backward: the gradient passes (times s) where the output is positive.
+template <class T>
+void dropout_backward_by_output(const T* g_in, const T* out_in, T* gx_in, int64_t n,
+                                const DropoutArgs& a) {
+  const T scale = static_cast<T>(1.0 / (1.0 - a.p));
+  parallel_for(n, n * 3, [=](int64_t begin, int64_t end) {
+    const T* __restrict g = g_in;
+    const T* __restrict out = out_in;
+    T* __restrict gx = gx_in;
+    const T s = scale;  // a local: the closure's copy could alias gx for the vectorizer
+    // Select, then scale (0 * s is 0): an unconditional multiply, so the loop vectorizes.
+    for (int64_t i = begin; i < end; ++i) gx[i] = (out[i] > T(0) ? g[i] : T(0)) * s;
+  });
+}
+
+}  // namespace
+
+void CpuBackend::dropout(const Tensor& x, const Tensor& out, const DropoutArgs& args) {
+  FG_ASSERT(x.is_contiguous() && out.is_contiguous() && x.dtype() == out.dtype() &&
+            x.numel() == out.numel());
+  FG_DISPATCH_FLOAT(x.dtype(), "dropout", [&] {
+    if (args.relu)
+      dropout_forward<scalar_t, true>(x.data<scalar_t>(), out.data<scalar_t>(), x.numel(), args);
+    else
+      dropout_forward<scalar_t, false>(x.data<scalar_t>(), out.data<scalar_t>(), x.numel(), args);
+  });
+}
+
+void CpuBackend::dropout_backward(const Tensor& grad, const Tensor& out, const Tensor& grad_input,
+                                  const DropoutArgs& args) {
+  FG_ASSERT(grad.is_contiguous() && grad_input.is_contiguous() &&
+            grad.dtype() == grad_input.dtype() && grad.numel() == grad_input.numel());
+  FG_DISPATCH_FLOAT(grad.dtype(), "dropout backward", [&] {
+    if (args.relu) {
+      FG_ASSERT(out.is_contiguous() && out.dtype() == grad.dtype() && out.numel() == grad.numel());
+      dropout_backward_by_output(grad.data<scalar_t>(), out.data<scalar_t>(),
+                                 grad_input.data<scalar_t>(), grad.numel(), args);
+    } else {
+      // The same draw applied to the gradient.
+      dropout_forward<scalar_t, false>(grad.data<scalar_t>(), grad_input.data<scalar_t>(),
+                                       grad.numel(), args);
+    }
+  });
+}
+
 // ---------------------------------------------------------------- bicubic
 
 namespace {

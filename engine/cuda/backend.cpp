@@ -91,6 +91,13 @@ class CudaBackend final : public Backend {
   void dropout_mask(const Tensor& mask, double p, uint64_t seed, uint64_t offset) override {
     cuda::dropout_mask(mask, p, seed, offset);
   }
+  void dropout(const Tensor& x, const Tensor& out, const DropoutArgs& args) override {
+    cuda::dropout(x, out, args);
+  }
+  void dropout_backward(const Tensor& grad, const Tensor& out, const Tensor& grad_input,
+                        const DropoutArgs& args) override {
+    cuda::dropout_backward(grad, out, grad_input, args);
+  }
   void bicubic_resize(const Tensor& x, const Tensor& out, bool align_corners) override {
     cuda::bicubic_resize(x, out, align_corners);
   }

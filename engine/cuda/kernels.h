@@ -42,6 +42,11 @@ void uniform(const Tensor& out, uint64_t seed, uint64_t offset, double low, doub
 void normal(const Tensor& out, uint64_t seed, uint64_t offset, double mean, double std);
 void dropout_mask(const Tensor& mask, double p, uint64_t seed, uint64_t offset);
 
+// dropout.cu
+void dropout(const Tensor& x, const Tensor& out, const DropoutArgs& args);
+void dropout_backward(const Tensor& grad, const Tensor& out, const Tensor& grad_input,
+                      const DropoutArgs& args);
+
 // bicubic.cu
 void bicubic_resize(const Tensor& x, const Tensor& out, bool align_corners);
 

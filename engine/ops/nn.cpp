@@ -96,22 +96,45 @@ Tensor layer_norm(const Tensor& x_in, int64_t normalized_ndim, const Tensor& wei
                 });
 }
 
-Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
-  FG_CHECK(p >= 0.0 && p <= 1.0, "dropout: probability must be in [0, 1], got ", p);
-  if (!training || p == 0.0) return x;
-  if (p == 1.0) return mul(x, 0.0);
-  if (x.device().is_cuda() && x.dtype() == DType::BFloat16) {
-    // As PyTorch: the kept values times 1/(1-p) in float, rounded once (a
-    // bfloat16 mask would hold 1/(1-p) rounded: 1.109375 for p = 0.1, shrinking
-    // every dropout's output by 0.16%). The mask kept for the backward is bool.
-    Tensor draw = Tensor::empty(x.shape(), DType::Float32, x.device());
-    backend_of(x).dropout_mask(draw, p, gen.seed(), gen.next_offset());
-    const Tensor keep = ne(draw, 0.0);
-    return mul(where(keep, x, 0.0), 1.0 / (1.0 - p));
+namespace {
+
+Tensor dropout_impl(const Tensor& x, double p, bool training, Generator& gen, bool relu_first) {
+  const char* name = relu_first ? "relu_dropout" : "dropout";
+  FG_CHECK(p >= 0.0 && p <= 1.0, name, ": probability must be in [0, 1], got ", p);
+  FG_CHECK(is_floating(x.dtype()), name, ": needs a floating tensor, got ", dtype_name(x.dtype()));
+  if (!training || p == 0.0) return relu_first ? relu(x) : x;
+  if (p == 1.0) return mul(relu_first ? relu(x) : x, 0.0);
+  if (x.numel() == 0) return relu_first ? relu(x) : x;  // nothing drawn, as the mask of nothing
+  // One pass, no mask: element i is kept when the Philox draw of dropout_mask
+  // keeps it; the kept values are multiplied by 1/(1-p) in float (double for
+  // double) and rounded once, as PyTorch does (also for bfloat16).
+  const DropoutArgs args{p, gen.seed(), gen.next_offset(), relu_first};
+  const Tensor xc = x.contiguous();
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  {
+    NoGradGuard no_grad;
+    backend_of(x).dropout(xc, out, args);
   }
-  Tensor mask = Tensor::empty(x.shape(), x.dtype(), x.device());
-  if (mask.numel()) backend_of(x).dropout_mask(mask, p, gen.seed(), gen.next_offset());
-  return mul(x, mask);
+  // relu_dropout keeps its output (kept and positive where it is above zero);
+  // dropout keeps nothing but the generator state.
+  const Tensor y = relu_first ? out.detach() : Tensor();
+  return record(name, out, {x}, [args, y](const Tensor& g, InputGrads& grads) {
+    if (!grads.needs(0)) return;
+    const Tensor gc = g.contiguous();
+    Tensor gx = Tensor::empty(gc.shape(), gc.dtype(), gc.device());
+    backend_of(gc).dropout_backward(gc, y, gx, args);
+    grads.set(0, gx);
+  });
+}
+
+}  // namespace
+
+Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
+  return dropout_impl(x, p, training, gen, false);
+}
+
+Tensor relu_dropout(const Tensor& x, double p, bool training, Generator& gen) {
+  return dropout_impl(x, p, training, gen, true);
 }
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels, double label_smoothing) {

@@ -288,4 +288,22 @@ TEST_CASE("cuda: bfloat16 tensors with numbers compute in float and round once, 
   Generator cpu_again(5);
   const Tensor keep = ne(dropout(Tensor::ones({7, 33}), 0.1, true, cpu_again), 0.0);
   same(leaf.grad(), once(mul(where(keep, g32, 0.0), s)), "dropout backward");
+
+  // relu_dropout: the same keep pattern after the ReLU, and a gradient that
+  // passes where the output is positive, both as the CPU's float32 rounded once.
+  for (const Shape& shape : {Shape{7, 33}, Shape{3, 196, 2048}}) {
+    const Tensor h32 = rounded(random_cpu(shape, 93, -3.0, 3.0), DType::BFloat16);
+    const Tensor gh32 = rounded(random_cpu(shape, 94), DType::BFloat16);
+    Tensor h = on_gpu(h32.to(DType::BFloat16));
+    h.set_requires_grad(true);
+    Generator gpu_relu(6), cpu_relu(6);
+    const Tensor y = relu_dropout(h, 0.1, true, gpu_relu);
+    Tensor h_cpu = h32.clone();
+    h_cpu.set_requires_grad(true);
+    const Tensor y_cpu = relu_dropout(h_cpu, 0.1, true, cpu_relu);
+    same(y, once(y_cpu), "relu_dropout " + shape_str(shape));
+    sum(mul(y, on_gpu(gh32.to(DType::BFloat16)))).backward();
+    sum(mul(y_cpu, gh32)).backward();
+    same(h.grad(), once(h_cpu.grad()), "relu_dropout backward " + shape_str(shape));
+  }
 }

@@ -144,6 +144,28 @@ TEST_CASE("cuda: dropout masks are bitwise the CPU's, uniform and normal draws a
                 "dropout op draw " + std::to_string(draw));
   }
   CHECK(cpu_gen.offset() == gpu_gen.offset());
+  // The fused ops' backwards in float32 and float64 (the mask drawn again, or
+  // read from relu_dropout's output), on a misaligned view (no vector accesses).
+  for (DType dtype : {DType::Float32, DType::Float64})
+    for (bool relu_first : {false, true})
+      for (int64_t skip : {0, 1}) {
+        const std::string what = std::string(dtype_name(dtype)) + (relu_first ? " relu_dropout" : " dropout") +
+                                 " skip " + std::to_string(skip);
+        const Tensor base = random_cpu({3 * 196 * 384 + 1}, 106).to(dtype);
+        const Tensor g = random_cpu({3 * 196 * 384}, 107).to(dtype);
+        auto run = [&](const Tensor& all, const Tensor& grad) {
+          Tensor leaf = all.narrow(0, skip, 3 * 196 * 384).detach();
+          leaf.set_requires_grad(true);
+          Generator gen(78);
+          const Tensor y = relu_first ? relu_dropout(leaf, 0.2, true, gen) : dropout(leaf, 0.2, true, gen);
+          sum(mul(y, grad)).backward();
+          return std::pair<Tensor, Tensor>(y, leaf.grad());
+        };
+        const auto [y_gpu, g_gpu] = run(on_gpu(base), on_gpu(g));
+        const auto [y_cpu, g_cpu] = run(base, g);
+        check_equal(y_gpu, y_cpu, what);
+        check_equal(g_gpu, g_cpu, what + " backward");
+      }
 }
 
 TEST_CASE("cuda: bicubic resize matches the CPU") {

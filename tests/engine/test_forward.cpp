@@ -375,6 +375,52 @@ TEST_CASE("forward: dropout masks, scaling and determinism") {
   CHECK(dropout(x, 0.25, true, g1).to_vector<float>() != a);
 }
 
+TEST_CASE("forward: dropout and relu_dropout are x times the mask, and their gradients the mask's") {
+  // The fused ops against the composite they replace: dropout_mask's tensor
+  // (the same Philox draw) multiplied in, bitwise, forward and backward, for
+  // both float types, odd sizes and a non-contiguous input.
+  for (DType dtype : {DType::Float32, DType::Float64}) {
+    for (const Shape& shape : {Shape{1}, Shape{5}, Shape{33, 31}, Shape{3, 196, 40}}) {
+      for (bool relu_first : {false, true}) {
+        const std::string what = std::string(dtype_name(dtype)) + " " + shape_str(shape) +
+                                 (relu_first ? " relu_dropout" : " dropout");
+        INFO(what);
+        Generator gx(11), gg(12);
+        const Tensor x = randn(shape, gx).to(dtype), g = randn(shape, gg).to(dtype);
+        Generator gen(21), same(21);
+        Tensor leaf = x.clone();
+        leaf.set_requires_grad(true);
+        const Tensor y = relu_first ? relu_dropout(leaf, 0.3, true, gen) : dropout(leaf, 0.3, true, gen);
+        CHECK(gen.offset() == same.offset() + 1);  // one draw
+        sum(mul(y, g)).backward();
+
+        Tensor mask = Tensor::empty(shape, dtype);
+        backend_for(kCPU).dropout_mask(mask, 0.3, same.seed(), same.next_offset());
+        const Tensor in = relu_first ? relu(x) : x;
+        CHECK(y.to_vector<double>() == mul(in, mask).to_vector<double>());
+        // d/dx: g * mask where the ReLU passes.
+        const Tensor expected = relu_first ? where(gt(x, 0.0), mul(g, mask), 0.0) : mul(g, mask);
+        CHECK(leaf.grad().to_vector<double>() == expected.to_vector<double>());
+      }
+    }
+  }
+  // A transposed (non-contiguous) input draws over its own row-major order.
+  Generator gx(13);
+  const Tensor x = randn({6, 9}, gx);
+  Generator a(5), b(5);
+  CHECK(relu_dropout(x.transpose(0, 1), 0.2, true, a).to_vector<float>() ==
+        relu_dropout(x.transpose(0, 1).contiguous(), 0.2, true, b).to_vector<float>());
+  // Not training, p = 0 or an empty tensor: no draw; p = 1: zeros.
+  Generator c(5);
+  CHECK(relu_dropout(x, 0.2, false, c).to_vector<float>() == relu(x).to_vector<float>());
+  CHECK(relu_dropout(x, 0.0, true, c).to_vector<float>() == relu(x).to_vector<float>());
+  CHECK(dropout(Tensor::empty({0, 4}), 0.2, true, c).numel() == 0);
+  CHECK(c.offset() == 0);
+  CHECK(sum(abs(relu_dropout(x, 1.0, true, c))).item() == 0.0);
+  CHECK_THROWS_WITH_AS(relu_dropout(x, 1.5, true, c), doctest::Contains("relu_dropout: probability"),
+                       Error);
+}
+
 TEST_CASE("forward: masks and uniform draws are the shared Philox words, element by element") {
   // The CPU draws eight Philox blocks at a time (vectorized where the build allows);
   // every element must still be word i % 4 of philox4x32(i / 4, offset, seed), the

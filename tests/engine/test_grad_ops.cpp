@@ -86,6 +86,18 @@ TEST_CASE("grad: dropout with a fixed seed") {
     Generator gen(77);  // the same mask for every evaluation
     return dropout(x[0], 0.3, true, gen);
   }, in);
+  check_gradients("dropout transposed input", [](const Inputs& x) {
+    Generator gen(78);
+    return dropout(x[0].transpose(0, 1), 0.3, true, gen);
+  }, in);
+  check_gradients("relu_dropout", [](const Inputs& x) {
+    Generator gen(79);
+    return relu_dropout(x[0], 0.3, true, gen);
+  }, in);
+  check_gradients("relu_dropout transposed input, p 0.5", [](const Inputs& x) {
+    Generator gen(80);
+    return relu_dropout(x[0].transpose(0, 1), 0.5, true, gen);
+  }, in);
 }
 
 TEST_CASE("grad: cross entropy with labels, smoothing and soft targets") {
