@@ -16,12 +16,37 @@
 namespace fg {
 
 enum class UnaryOp : uint8_t {
-  Neg, Exp, Log, Sqrt, Rsqrt, Relu, Gelu, Tanh, Sigmoid, Abs, Reciprocal, Square, LogicalNot
+  Neg,
+  Exp,
+  Log,
+  Sqrt,
+  Rsqrt,
+  Relu,
+  Gelu,
+  Tanh,
+  Sigmoid,
+  Abs,
+  Reciprocal,
+  Square,
+  LogicalNot
 };
 
 enum class BinaryOp : uint8_t {
-  Add, Sub, Mul, Div, Maximum, Minimum, Pow,
-  Eq, Ne, Lt, Le, Gt, Ge, LogicalAnd, LogicalOr,  // Bool output
+  Add,
+  Sub,
+  Mul,
+  Div,
+  Maximum,
+  Minimum,
+  Pow,
+  Eq,
+  Ne,
+  Lt,
+  Le,
+  Gt,
+  Ge,
+  LogicalAnd,
+  LogicalOr,     // Bool output
   ReluBackward,  // (grad, relu output) -> grad where output > 0
   GeluBackward,  // (grad, input) -> grad * gelu'(input), erf form
 };
@@ -83,6 +108,31 @@ struct DropoutArgs {
   double p = 0.0;
   uint64_t seed = 0, offset = 0;
   bool relu = false;
+};
+
+// sum = residual + dropout(x) (x's dropout product rounded to x's dtype, then
+// added in sum's), out = layer_norm(sum) over the last `cols` values of each of
+// `rows` rows; sum, mean and rstd are kept for the backward. residual, sum and
+// out share one dtype (float32 or float64); x has it too, or is bfloat16 with
+// float32 (autocast: a bfloat16 branch onto the float32 residual stream).
+// All contiguous; weight/bias as layer_norm's (may be undefined).
+struct AddLayerNormArgs {
+  Tensor residual, x, weight, bias;
+  bool drop = false;  // else x is added as it is
+  DropoutArgs dropout;
+  double eps = 1e-5;
+  int64_t rows = 0, cols = 0;
+  Tensor out, sum, mean, rstd;
+};
+// grad_residual = layer_norm's input gradient (sum's dtype); grad_x = that
+// gradient rounded to x's dtype, then through dropout's backward. Any of the
+// four gradients may be undefined (not needed).
+struct AddLayerNormBackwardArgs {
+  Tensor grad, sum, mean, rstd, weight;
+  bool drop = false;
+  DropoutArgs dropout;
+  int64_t rows = 0, cols = 0;
+  Tensor grad_residual, grad_x, grad_weight, grad_bias;
 };
 
 struct AdamWParams {
@@ -174,6 +224,12 @@ class Backend {
   // of x's dtype (the gradient norm). Default: square, then sum, through this
   // backend's own operations; a backend may fuse the two.
   virtual void sum_squares(const Tensor& x, const Tensor& out);
+
+  // A residual connection with dropout and the layer norm after it (post-norm
+  // transformers), as AddLayerNormArgs describes. Default: dropout, add and
+  // layer_norm through this backend's own operations; a backend may fuse them.
+  virtual void add_layer_norm(const AddLayerNormArgs& args);
+  virtual void add_layer_norm_backward(const AddLayerNormBackwardArgs& args);
 
   // ---- optional fused kernels (ops fall back to composites when unsupported) ----
   virtual bool supports_attention(const AttentionShape& shape) const {

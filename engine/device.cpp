@@ -41,6 +41,42 @@ void Backend::sum_squares(const Tensor& x, const Tensor& out) {
   reduce(ReduceOp::Sum, squares, 1, x.numel(), 1, out);
 }
 
+namespace {
+
+// t in dtype `to` (t itself when it has it), through the backend's copy.
+Tensor converted(Backend& backend, const Tensor& t, DType to) {
+  if (t.dtype() == to) return t;
+  Tensor out = Tensor::empty(t.shape(), to, t.device());
+  backend.copy(t, out);
+  return out;
+}
+
+}  // namespace
+
+void Backend::add_layer_norm(const AddLayerNormArgs& a) {
+  Tensor branch = a.x;
+  if (a.drop) {
+    branch = Tensor::empty(a.x.shape(), a.x.dtype(), a.x.device());
+    dropout(a.x, branch, a.dropout);
+  }
+  binary(BinaryOp::Add, a.residual, converted(*this, branch, a.sum.dtype()), a.sum);
+  layer_norm(a.sum, a.weight, a.bias, a.eps, a.rows, a.cols, a.out, a.mean, a.rstd);
+}
+
+void Backend::add_layer_norm_backward(const AddLayerNormBackwardArgs& a) {
+  Tensor grad_sum = a.grad_residual;
+  if (!grad_sum.defined() && a.grad_x.defined())
+    grad_sum = Tensor::empty(a.sum.shape(), a.sum.dtype(), a.sum.device());
+  layer_norm_backward(a.grad, a.sum, a.mean, a.rstd, a.weight, a.rows, a.cols, grad_sum,
+                      a.grad_weight, a.grad_bias);
+  if (!a.grad_x.defined()) return;
+  const Tensor g = converted(*this, grad_sum, a.grad_x.dtype());
+  if (a.drop)
+    dropout_backward(g, Tensor(), a.grad_x, a.dropout);
+  else
+    copy(g, a.grad_x);
+}
+
 void Backend::attention(const AttentionForwardArgs&) {
   FG_CHECK(false, "fused attention is not available on ", device().str());
 }

@@ -111,6 +111,12 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);
 // same draw; keeps only its output for the backward (the gradient passes where
 // the output is positive), which the next layer keeps anyway.
 Tensor relu_dropout(const Tensor& x, double p, bool training, Generator& gen);
+// layer_norm(residual + dropout(x, p, training, gen)) over the last dimension:
+// a post-norm transformer's residual connection, in one pass each way where the
+// backend fuses it (the same draw, the same numbers up to the statistics' order
+// of summation). residual and x of one shape.
+Tensor add_layer_norm(const Tensor& residual, const Tensor& x, const Tensor& weight,
+                      const Tensor& bias, double eps, double p, bool training, Generator& gen);
 // Mean cross-entropy of logits (N, C) against integer labels (N) with label smoothing.
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels, double label_smoothing = 0.0);
 // Mean over rows of -sum(targets * log_softmax(logits)), targets (N, C) (soft labels).

@@ -131,8 +131,7 @@ EncoderLayer::Output EncoderLayer::forward(const Tensor& x_in) const {
   const bool train = is_training();
   Generator& gen = *dropout_gen_;
   // Post-norm: x = norm1(x + drop(attn(x))); x = norm2(s * x + drop(ffn(drop(relu(linear(x)))))).
-  const Tensor attn = dropout(self_attn->forward(x_in), dropout_p, train, gen);
-  const Tensor x = norm1->forward(add(x_in, attn));
+  const Tensor x = norm1->forward_add(x_in, self_attn->forward(x_in), dropout_p, train, gen);
   const Tensor hidden = relu_dropout(linear->forward(x), dropout_p, train, gen);
   Output out;
   Tensor ffn_out;
@@ -144,9 +143,8 @@ EncoderLayer::Output EncoderLayer::forward(const Tensor& x_in) const {
   } else {
     ffn_out = dense_ffn->forward(hidden);
   }
-  ffn_out = dropout(ffn_out, dropout_p, train, gen);
   const Tensor skip = gamma_2.defined() ? mul(x, gamma_2) : x;
-  out.x = norm2->forward(add(skip, ffn_out));
+  out.x = norm2->forward_add(skip, ffn_out, dropout_p, train, gen);
   return out;
 }
 

@@ -91,6 +91,10 @@ class CudaBackend final : public Backend {
   void dropout_mask(const Tensor& mask, double p, uint64_t seed, uint64_t offset) override {
     cuda::dropout_mask(mask, p, seed, offset);
   }
+  void add_layer_norm(const AddLayerNormArgs& args) override { cuda::add_layer_norm(args); }
+  void add_layer_norm_backward(const AddLayerNormBackwardArgs& args) override {
+    cuda::add_layer_norm_backward(args);
+  }
   void dropout(const Tensor& x, const Tensor& out, const DropoutArgs& args) override {
     cuda::dropout(x, out, args);
   }

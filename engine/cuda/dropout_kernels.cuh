@@ -29,6 +29,13 @@ __device__ __forceinline__ float word_uniform(uint32_t w) {
   return static_cast<float>(w >> 8) * (1.0f / 16777216.0f);
 }
 
+// What element i's value is multiplied by, given its Philox word: scale when
+// kept, else 0.
+template <class C>
+__device__ __forceinline__ C keep_factor(uint32_t word, float threshold, C scale) {
+  return word_uniform(word) >= threshold ? scale : C(0);
+}
+
 // Elements [first, first + count) of p, count <= 4.
 template <class T>
 __device__ __forceinline__ void load4(const T* p, int64_t first, int count, bool vector,
@@ -72,7 +79,7 @@ __global__ void dropout_kernel(const T* x, T* out, int64_t n, uint64_t seed, uin
     for (int k = 0; k < 4; ++k) {
       C c = convert<C>(v[k]);
       if (Relu) c = c > C(0) ? c : C(0);
-      v[k] = convert<T>(c * (word_uniform(r.v[k]) >= threshold ? scale : C(0)));
+      v[k] = convert<T>(c * keep_factor(r.v[k], threshold, scale));
     }
     store4(out, first, count, vector, v);
   }

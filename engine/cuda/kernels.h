@@ -37,6 +37,9 @@ void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& mean
                          const Tensor& grad_input, const Tensor& grad_weight,
                          const Tensor& grad_bias);
 
+void add_layer_norm(const AddLayerNormArgs& args);
+void add_layer_norm_backward(const AddLayerNormBackwardArgs& args);
+
 // random.cu
 void uniform(const Tensor& out, uint64_t seed, uint64_t offset, double low, double high);
 void normal(const Tensor& out, uint64_t seed, uint64_t offset, double mean, double std);

@@ -127,4 +127,116 @@ void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& mean
   });
 }
 
+namespace {
+
+// Calls f with (T, X): the residual stream's type and the branch's (T, or
+// bfloat16 onto float32).
+template <class F>
+void dispatch_add_layer_norm(DType stream_type, DType branch_type, const char* name, F f) {
+  if (stream_type == DType::Float32 && branch_type == DType::Float32) {
+    f(float{}, float{});
+  } else if (stream_type == DType::Float32 && branch_type == DType::BFloat16) {
+    f(float{}, bf16{});
+  } else if (stream_type == DType::Float64 && branch_type == DType::Float64) {
+    f(double{}, double{});
+  } else {
+    FG_CHECK(false, name, ": a ", dtype_name(branch_type), " branch onto a ",
+             dtype_name(stream_type), " residual stream is not supported");
+  }
+}
+
+RowDropout row_dropout(bool drop, const DropoutArgs& a) {
+  return RowDropout{drop, a.seed, a.offset, static_cast<float>(a.p)};
+}
+
+template <class X>
+compute_t<X> dropout_scale(bool drop, double p) {
+  return static_cast<compute_t<X>>(drop ? 1.0 / (1.0 - p) : 1.0);
+}
+
+}  // namespace
+
+void add_layer_norm(const AddLayerNormArgs& a) {
+  const char* name = "add_layer_norm";
+  for (const Tensor* t : {&a.residual, &a.x, &a.out, &a.sum})
+    FG_CHECK(t->is_contiguous() && t->numel() == a.rows * a.cols, name,
+             ": needs contiguous tensors of rows x cols values");
+  FG_CHECK(a.out.dtype() == a.residual.dtype() && a.sum.dtype() == a.residual.dtype(), name,
+           ": sum and output must have the residual's dtype");
+  FG_CHECK(a.mean.dtype() == stats_dtype(a.residual.dtype()) && a.rstd.dtype() == a.mean.dtype(),
+           name, ": statistics must be ", dtype_name(stats_dtype(a.residual.dtype())));
+  for (const Tensor* t : {&a.weight, &a.bias})
+    FG_CHECK(!t->defined() || (t->dtype() == a.residual.dtype() && t->numel() == a.cols), name,
+             ": parameters must have the residual's dtype and cols values");
+  if (a.rows == 0 || a.cols == 0) return;
+  dispatch_add_layer_norm(a.residual.dtype(), a.x.dtype(), name, [&](auto t_tag, auto x_tag) {
+    using T = decltype(t_tag);
+    using X = decltype(x_tag);
+    using A = accum_t<T>;
+    const T* rp = static_cast<const T*>(a.residual.data_ptr());
+    const X* xp = static_cast<const X*>(a.x.data_ptr());
+    const T* wp = a.weight.defined() ? static_cast<const T*>(a.weight.data_ptr()) : nullptr;
+    const T* bp = a.bias.defined() ? static_cast<const T*>(a.bias.data_ptr()) : nullptr;
+    T* sp = static_cast<T*>(a.sum.data_ptr());
+    T* yp = static_cast<T*>(a.out.data_ptr());
+    A* mp = static_cast<A*>(a.mean.data_ptr());
+    A* sd = static_cast<A*>(a.rstd.data_ptr());
+    const RowDropout d = row_dropout(a.drop, a.dropout);
+    const compute_t<X> scale = dropout_scale<X>(a.drop, a.dropout.p);
+    const RowLaunch launch = row_launch(a.rows, a.cols);
+    if (!launch.block_per_row) {
+      add_layer_norm_forward<T, X, T, false><<<launch.grid, launch.threads, 0, stream()>>>(
+          rp, xp, wp, bp, sp, yp, mp, sd, a.rows, a.cols, a.eps, d, scale);
+    } else {
+      add_layer_norm_forward<T, X, T, true><<<launch.grid, launch.threads, 0, stream()>>>(
+          rp, xp, wp, bp, sp, yp, mp, sd, a.rows, a.cols, a.eps, d, scale);
+    }
+    FG_CUDA_LAUNCH_CHECK(name);
+  });
+}
+
+void add_layer_norm_backward(const AddLayerNormBackwardArgs& a) {
+  const char* name = "add_layer_norm backward";
+  FG_CHECK(a.grad.is_contiguous() && a.sum.is_contiguous() && a.grad.dtype() == a.sum.dtype() &&
+               a.grad.numel() == a.rows * a.cols && a.sum.numel() == a.grad.numel(),
+           name, ": needs contiguous gradient and sum of one dtype");
+  FG_CHECK(!a.grad_residual.defined() ||
+               (a.grad_residual.is_contiguous() && a.grad_residual.dtype() == a.sum.dtype() &&
+                a.grad_residual.numel() == a.grad.numel()),
+           name, ": the residual's gradient must be contiguous and of the sum's dtype");
+  FG_CHECK(!a.grad_x.defined() || (a.grad_x.is_contiguous() && a.grad_x.numel() == a.grad.numel()),
+           name, ": the branch's gradient must be contiguous");
+  if (a.rows == 0 || a.cols == 0) return;
+  if (a.grad_residual.defined() || a.grad_x.defined()) {
+    const DType branch = a.grad_x.defined() ? a.grad_x.dtype() : a.sum.dtype();
+    dispatch_add_layer_norm(a.sum.dtype(), branch, name, [&](auto t_tag, auto x_tag) {
+      using T = decltype(t_tag);
+      using X = decltype(x_tag);
+      using A = accum_t<T>;
+      const T* gp = static_cast<const T*>(a.grad.data_ptr());
+      const T* sp = static_cast<const T*>(a.sum.data_ptr());
+      const A* mp = static_cast<const A*>(a.mean.data_ptr());
+      const A* rp = static_cast<const A*>(a.rstd.data_ptr());
+      const T* wp = a.weight.defined() ? static_cast<const T*>(a.weight.data_ptr()) : nullptr;
+      T* grp = a.grad_residual.defined() ? static_cast<T*>(a.grad_residual.data_ptr()) : nullptr;
+      X* gxp = a.grad_x.defined() ? static_cast<X*>(a.grad_x.data_ptr()) : nullptr;
+      const RowDropout d = row_dropout(a.drop, a.dropout);
+      const compute_t<X> scale = dropout_scale<X>(a.drop, a.dropout.p);
+      const RowLaunch launch = row_launch(a.rows, a.cols);
+      if (!launch.block_per_row) {
+        add_layer_norm_backward_input<T, X, T, false><<<launch.grid, launch.threads, 0, stream()>>>(
+            gp, sp, mp, rp, wp, grp, gxp, a.rows, a.cols, d, scale);
+      } else {
+        add_layer_norm_backward_input<T, X, T, true><<<launch.grid, launch.threads, 0, stream()>>>(
+            gp, sp, mp, rp, wp, grp, gxp, a.rows, a.cols, d, scale);
+      }
+      FG_CUDA_LAUNCH_CHECK(name);
+    });
+  }
+  // The parameter gradients are layer_norm's, over the kept sum.
+  if (a.grad_weight.defined() || a.grad_bias.defined())
+    layer_norm_backward(a.grad, a.sum, a.mean, a.rstd, a.weight, a.rows, a.cols, Tensor(),
+                        a.grad_weight, a.grad_bias);
+}
+
 }  // namespace fg::cuda

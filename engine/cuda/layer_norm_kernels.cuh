@@ -17,8 +17,10 @@
 #include <cstdint>
 
 #include "engine/cuda/device_utils.cuh"
+#include "engine/cuda/dropout_kernels.cuh"
 #include "engine/cuda/kernel_header.cuh"
 #include "engine/dtype.h"
+#include "engine/philox.h"
 
 namespace fg::cuda::layer_norm_detail {
 FG_KERNELS_BEGIN
@@ -110,6 +112,118 @@ __global__ void layer_norm_backward_input(const T* g, const T* x, const accum_t<
       const A xhat = (convert<A>(xr[j]) - mu) * inv;
       gxr[j] = convert<T>(inv * (wg - a - xhat * b));
     }
+  }
+}
+
+// ---------------------------------------------------------------- add_layer_norm
+// out = layer_norm(residual + dropout(x)) (Backend::add_layer_norm) in one pass
+// each way. A row's threads walk its elements by Philox quads (global elements
+// 4q .. 4q + 3, whose keep decisions one philox4x32 gives), and every pass of
+// a thread visits the same elements, so each thread reads back only the sums
+// it wrote itself (no barrier). The numbers are the composite's: the dropout
+// product rounded to X, added in the accumulation type, stored as T; the
+// input gradient stored as T, rounded to X, then through dropout's backward.
+// Only the order of the row sums differs from layer_norm_forward's.
+
+struct RowDropout {
+  bool drop;
+  uint64_t seed, offset;
+  float threshold;
+};
+
+// Calls f(i, j, r) for the elements i (column j) of row `row` this thread owns,
+// with r the Philox block of i's quad (drawn only when dropping).
+template <class F>
+__device__ __forceinline__ void for_row_quads(int64_t row, int64_t cols, const RowSplit& split,
+                                              const RowDropout& d, F f) {
+  const int64_t begin = row * cols, end = begin + cols;
+  for (int64_t q = begin / 4 + split.lane; q < (end + 3) / 4; q += split.width) {
+    Philox4 r{};
+    if (d.drop) r = philox4x32(static_cast<uint64_t>(q), d.offset, d.seed);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const int64_t i = q * 4 + k;
+      if (i >= begin && i < end) f(i, i - begin, r.v[k]);
+    }
+  }
+}
+
+template <class T, class X, class W, bool Block>
+__global__ void add_layer_norm_forward(const T* residual, const X* x, const W* weight,
+                                       const W* bias, T* sum_out, T* y, accum_t<T>* mean_out,
+                                       accum_t<T>* rstd_out, int64_t rows, int64_t cols, double eps,
+                                       RowDropout d, compute_t<X> scale) {
+  using A = accum_t<T>;
+  using C = compute_t<X>;
+  __shared__ A scratch[32];
+  const RowSplit split = row_split<Block>();
+  for (int64_t row = split.first; row < rows; row += split.step) {
+    A total = 0;
+    for_row_quads(row, cols, split, d, [&](int64_t i, int64_t, uint32_t word) {
+      C v = convert<C>(x[i]);
+      if (d.drop) v = v * dropout_detail::keep_factor(word, d.threshold, scale);
+      const T s = convert<T>(convert<A>(residual[i]) + convert<A>(convert<X>(v)));
+      sum_out[i] = s;
+      total += convert<A>(s);
+    });
+    total = Block ? block_sum(total, scratch) : warp_sum(total);
+    const A mu = total / static_cast<A>(cols);
+    A sq = 0;
+    for_row_quads(row, cols, split, RowDropout{}, [&](int64_t i, int64_t, uint32_t) {
+      const A dev = convert<A>(sum_out[i]) - mu;
+      sq += dev * dev;
+    });
+    sq = Block ? block_sum(sq, scratch) : warp_sum(sq);
+    const A inv = A(1) / math::sqrt(sq / static_cast<A>(cols) + static_cast<A>(eps));
+    if (split.lane == 0) {
+      mean_out[row] = mu;
+      rstd_out[row] = inv;
+    }
+    for_row_quads(row, cols, split, RowDropout{}, [&](int64_t i, int64_t j, uint32_t) {
+      const A v =
+          (convert<A>(sum_out[i]) - mu) * inv * param_or(weight, j, A(1)) + param_or(bias, j, A(0));
+      y[i] = convert<T>(v);
+    });
+  }
+}
+
+// grad_residual and grad_x may be null (not needed).
+template <class T, class X, class W, bool Block>
+__global__ void add_layer_norm_backward_input(const T* g, const T* sum, const accum_t<T>* mean,
+                                              const accum_t<T>* rstd, const W* weight,
+                                              T* grad_residual, X* grad_x, int64_t rows,
+                                              int64_t cols, RowDropout d, compute_t<X> scale) {
+  using A = accum_t<T>;
+  using C = compute_t<X>;
+  __shared__ A scratch[32];
+  const RowSplit split = row_split<Block>();
+  for (int64_t row = split.first; row < rows; row += split.step) {
+    const A mu = mean[row], inv = rstd[row];
+    A sum_wg = 0, sum_wg_xhat = 0;
+    for_row_quads(row, cols, split, RowDropout{}, [&](int64_t i, int64_t j, uint32_t) {
+      const A wg = convert<A>(g[i]) * param_or(weight, j, A(1));
+      sum_wg += wg;
+      sum_wg_xhat += wg * ((convert<A>(sum[i]) - mu) * inv);
+    });
+    if constexpr (Block) {
+      sum_wg = block_sum(sum_wg, scratch);
+      sum_wg_xhat = block_sum(sum_wg_xhat, scratch);
+    } else {
+      sum_wg = warp_sum(sum_wg);
+      sum_wg_xhat = warp_sum(sum_wg_xhat);
+    }
+    const A a = sum_wg / static_cast<A>(cols), b = sum_wg_xhat / static_cast<A>(cols);
+    for_row_quads(row, cols, split, d, [&](int64_t i, int64_t j, uint32_t word) {
+      const A wg = convert<A>(g[i]) * param_or(weight, j, A(1));
+      const A xhat = (convert<A>(sum[i]) - mu) * inv;
+      const T gs = convert<T>(inv * (wg - a - xhat * b));
+      if (grad_residual) grad_residual[i] = gs;
+      if (grad_x) {
+        C gv = convert<C>(convert<X>(gs));
+        if (d.drop) gv = gv * dropout_detail::keep_factor(word, d.threshold, scale);
+        grad_x[i] = convert<X>(gv);
+      }
+    });
   }
 }
 

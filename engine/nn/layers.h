@@ -21,6 +21,11 @@ class LayerNorm : public Module {
  public:
   explicit LayerNorm(int64_t features, double eps = 1e-5, bool affine = true);
   Tensor forward(const Tensor& x) const { return layer_norm(x, 1, weight, bias, eps); }
+  // forward(residual + dropout(x, p, training, gen)), fused (add_layer_norm).
+  Tensor forward_add(const Tensor& residual, const Tensor& x, double p, bool training,
+                     Generator& gen) const {
+    return add_layer_norm(residual, x, weight, bias, eps, p, training, gen);
+  }
   int64_t features;
   double eps;
   Tensor weight, bias;

@@ -137,11 +137,86 @@ Tensor relu_dropout(const Tensor& x, double p, bool training, Generator& gen) {
   return dropout_impl(x, p, training, gen, true);
 }
 
+Tensor add_layer_norm(const Tensor& residual, const Tensor& x_in, const Tensor& weight_in,
+                      const Tensor& bias_in, double eps, double p, bool training, Generator& gen) {
+  FG_CHECK(p >= 0.0 && p <= 1.0, "add_layer_norm: dropout probability must be in [0, 1], got ", p);
+  const Tensor weight = autocast_raise(weight_in), bias = autocast_raise(bias_in);
+  const DType type = residual.dtype();
+  const int64_t cols = residual.dim() ? residual.size(-1) : 0;
+  auto param_fits = [&](const Tensor& t) {
+    return !t.defined() ||
+           (t.dtype() == type && t.numel() == cols && t.device() == residual.device());
+  };
+  // Fused where the composite's add keeps the residual's float type: the same
+  // type on both sides, or a bfloat16 branch onto a float32 stream on CUDA
+  // (autocast). Anything else (and no dropout) runs as the composite.
+  const bool fused =
+      training && p > 0.0 && p < 1.0 && residual.numel() > 0 && residual.shape() == x_in.shape() &&
+      residual.device() == x_in.device() && (type == DType::Float32 || type == DType::Float64) &&
+      (x_in.dtype() == type ||
+       (type == DType::Float32 && x_in.device().is_cuda() && x_in.dtype() == DType::BFloat16)) &&
+      param_fits(weight) && param_fits(bias);
+  if (!fused)
+    return layer_norm(add(residual, dropout(x_in, p, training, gen)), 1, weight_in, bias_in, eps);
+
+  const int64_t rows = residual.numel() / cols;
+  const DType stats = float_math_dtype(type);
+  AddLayerNormArgs a;
+  a.residual = residual.contiguous();
+  a.x = x_in.contiguous();
+  a.weight = weight.defined() ? weight.detach().contiguous() : Tensor();
+  a.bias = bias.defined() ? bias.detach().contiguous() : Tensor();
+  a.drop = true;
+  a.dropout = DropoutArgs{p, gen.seed(), gen.next_offset(), false};
+  a.eps = eps;
+  a.rows = rows;
+  a.cols = cols;
+  a.out = Tensor::empty(residual.shape(), type, residual.device());
+  a.sum = Tensor::empty(residual.shape(), type, residual.device());
+  a.mean = Tensor::empty({rows}, stats, residual.device());
+  a.rstd = Tensor::empty({rows}, stats, residual.device());
+  {
+    NoGradGuard no_grad;
+    backend_of(residual).add_layer_norm(a);
+  }
+  AddLayerNormBackwardArgs b;
+  b.sum = a.sum;
+  b.mean = a.mean;
+  b.rstd = a.rstd;
+  b.weight = a.weight;
+  b.drop = true;
+  b.dropout = a.dropout;
+  b.rows = rows;
+  b.cols = cols;
+  const DType x_type = x_in.dtype();
+  const Shape wshape = weight.defined() ? weight.shape() : Shape{};
+  const Shape bshape = bias.defined() ? bias.shape() : Shape{};
+  return record("add_layer_norm", a.out, {residual, x_in, weight, bias},
+                [b, x_type, wshape, bshape](const Tensor& g, InputGrads& grads) {
+                  AddLayerNormBackwardArgs args = b;
+                  args.grad = g.contiguous();
+                  const Device device = b.sum.device();
+                  if (grads.needs(0))
+                    args.grad_residual = Tensor::empty(b.sum.shape(), b.sum.dtype(), device);
+                  if (grads.needs(1)) args.grad_x = Tensor::empty(b.sum.shape(), x_type, device);
+                  if (grads.needs(2))
+                    args.grad_weight = Tensor::empty(wshape, b.sum.dtype(), device);
+                  if (grads.needs(3)) args.grad_bias = Tensor::empty(bshape, b.sum.dtype(), device);
+                  backend_for(device).add_layer_norm_backward(args);
+                  grads.set(0, args.grad_residual);
+                  grads.set(1, args.grad_x);
+                  grads.set(2, args.grad_weight);
+                  grads.set(3, args.grad_bias);
+                });
+}
+
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels, double label_smoothing) {
-  FG_CHECK(logits.dim() == 2, "cross_entropy: logits must be (N, C), got ", shape_str(logits.shape()));
+  FG_CHECK(logits.dim() == 2, "cross_entropy: logits must be (N, C), got ",
+           shape_str(logits.shape()));
   FG_CHECK(labels.dim() == 1 && labels.size(0) == logits.size(0), "cross_entropy: labels of shape ",
            shape_str(labels.shape()), " for logits of shape ", shape_str(logits.shape()));
-  FG_CHECK(!is_floating(labels.dtype()), "cross_entropy: labels must be integers (use soft_cross_entropy for probabilities)");
+  FG_CHECK(!is_floating(labels.dtype()),
+           "cross_entropy: labels must be integers (use soft_cross_entropy for probabilities)");
   FG_CHECK(label_smoothing >= 0.0 && label_smoothing <= 1.0,
            "cross_entropy: label_smoothing must be in [0, 1], got ", label_smoothing);
   const int64_t classes = logits.size(1);

@@ -93,6 +93,64 @@ TEST_CASE("cuda: layer_norm matches the CPU, forward and backward") {
   }
 }
 
+TEST_CASE("cuda: add_layer_norm matches the CPU composite, float32 and a bfloat16 branch") {
+  FG_SKIP_WITHOUT_GPU();
+  // The fused residual + dropout + layer norm against the CPU's dropout, add
+  // and layer_norm on the same values and the same draw. A bfloat16 branch
+  // (autocast) has its kept products rounded to bfloat16 before the add, and
+  // its gradient rounded to bfloat16 before dropout's backward: the CPU
+  // reference rounds at the same places.
+  for (const Shape& shape : {Shape{6, 196, 384}, Shape{5, 45}, Shape{2, 4099}}) {
+    const int64_t cols = shape.back();
+    for (bool bf16_branch : {false, true}) {
+      const std::string what =
+          std::string(bf16_branch ? "bfloat16" : "float32") + " branch " + shape_str(shape);
+      INFO(what);
+      const Tensor r = random_cpu(shape, 120, 1.0, 3.0);
+      const Tensor x =
+          bf16_branch ? rounded(random_cpu(shape, 121), DType::BFloat16) : random_cpu(shape, 121);
+      const Tensor w = random_cpu({cols}, 122, 0.5, 1.5), b = random_cpu({cols}, 123);
+      const Tensor g = random_cpu(shape, 124);
+      auto round_branch = [&](const Tensor& t) {
+        return bf16_branch ? rounded(t, DType::BFloat16) : t;
+      };
+
+      // The CPU: the branch dropped (and rounded), then add and layer_norm with autograd.
+      Generator cpu_gen(9);
+      const uint64_t offset = cpu_gen.offset();
+      Tensor s = add(r, round_branch(dropout(x, 0.1, true, cpu_gen)));
+      s = s.detach();
+      s.set_requires_grad(true);
+      Tensor cw = w.clone(), cb = b.clone();
+      cw.set_requires_grad(true);
+      cb.set_requires_grad(true);
+      const Tensor expected = layer_norm(s, 1, cw, cb);
+      sum(mul(expected, g)).backward();
+      Tensor expected_gx = Tensor::empty(shape);
+      backend_for(kCPU).dropout_backward(round_branch(s.grad()), Tensor(), expected_gx,
+                                         DropoutArgs{0.1, cpu_gen.seed(), offset, false});
+      expected_gx = round_branch(expected_gx);
+
+      // The GPU: one fused op.
+      Tensor gr = on_gpu(r), gxin = on_gpu(bf16_branch ? x.to(DType::BFloat16) : x);
+      Tensor gw = on_gpu(w), gb = on_gpu(b);
+      for (Tensor* t : {&gr, &gxin, &gw, &gb}) t->set_requires_grad(true);
+      Generator gpu_gen(9);
+      const Tensor got = add_layer_norm(gr, gxin, gw, gb, 1e-5, 0.1, true, gpu_gen);
+      CHECK(got.dtype() == DType::Float32);
+      CHECK(gpu_gen.offset() == cpu_gen.offset());
+      check_close(got, expected, 1e-4, 1e-5, what);
+      sum(mul(got, on_gpu(g))).backward();
+      check_close(gr.grad(), s.grad(), 1e-4, 1e-5, what + " grad residual");
+      CHECK(gxin.grad().dtype() == gxin.dtype());
+      check_close(gxin.grad(), expected_gx, bf16_branch ? 1.6e-2 : 1e-4, 1e-5, what + " grad x");
+      const double scale = std::sqrt(static_cast<double>(shape_numel(shape) / cols));
+      check_close(gw.grad(), cw.grad(), 1e-4, 1e-5 * scale, what + " grad weight");
+      check_close(gb.grad(), cb.grad(), 1e-4, 1e-5 * scale, what + " grad bias");
+    }
+  }
+}
+
 TEST_CASE("cuda: dropout masks are bitwise the CPU's, uniform and normal draws agree") {
   FG_SKIP_WITHOUT_GPU();
   const std::vector<int64_t> sizes = {1, 3, 4, 5, 1001, (1 << 20) + 7};
@@ -149,15 +207,17 @@ TEST_CASE("cuda: dropout masks are bitwise the CPU's, uniform and normal draws a
   for (DType dtype : {DType::Float32, DType::Float64})
     for (bool relu_first : {false, true})
       for (int64_t skip : {0, 1}) {
-        const std::string what = std::string(dtype_name(dtype)) + (relu_first ? " relu_dropout" : " dropout") +
-                                 " skip " + std::to_string(skip);
+        const std::string what = std::string(dtype_name(dtype)) +
+                                 (relu_first ? " relu_dropout" : " dropout") + " skip " +
+                                 std::to_string(skip);
         const Tensor base = random_cpu({3 * 196 * 384 + 1}, 106).to(dtype);
         const Tensor g = random_cpu({3 * 196 * 384}, 107).to(dtype);
         auto run = [&](const Tensor& all, const Tensor& grad) {
           Tensor leaf = all.narrow(0, skip, 3 * 196 * 384).detach();
           leaf.set_requires_grad(true);
           Generator gen(78);
-          const Tensor y = relu_first ? relu_dropout(leaf, 0.2, true, gen) : dropout(leaf, 0.2, true, gen);
+          const Tensor y =
+              relu_first ? relu_dropout(leaf, 0.2, true, gen) : dropout(leaf, 0.2, true, gen);
           sum(mul(y, grad)).backward();
           return std::pair<Tensor, Tensor>(y, leaf.grad());
         };

@@ -421,6 +421,47 @@ TEST_CASE("forward: dropout and relu_dropout are x times the mask, and their gra
                        Error);
 }
 
+TEST_CASE("forward: add_layer_norm is layer_norm(residual + dropout(x)), forward and backward") {
+  // The same draw, the same numbers and the same gradients as the composite
+  // (on the CPU the backend composes the same kernels, so bitwise).
+  for (DType dtype : {DType::Float32, DType::Float64}) {
+    Generator init(31);
+    const Tensor r = randn({4, 5, 24}, init).to(dtype), x = randn({4, 5, 24}, init).to(dtype);
+    const Tensor w = randn({24}, init).to(dtype), b = randn({24}, init).to(dtype);
+    const Tensor g = randn({4, 5, 24}, init).to(dtype);
+    auto run = [&](bool fused) {
+      std::vector<Tensor> leaves = {r.clone(), x.clone(), w.clone(), b.clone()};
+      for (Tensor& t : leaves) t.set_requires_grad(true);
+      Generator gen(41);
+      const Tensor y =
+          fused ? add_layer_norm(leaves[0], leaves[1], leaves[2], leaves[3], 1e-5, 0.25, true, gen)
+                : layer_norm(add(leaves[0], dropout(leaves[1], 0.25, true, gen)), 1, leaves[2],
+                             leaves[3], 1e-5);
+      CHECK(gen.offset() == 1);
+      sum(mul(y, g)).backward();
+      std::vector<std::vector<double>> values = {y.to_vector<double>()};
+      for (const Tensor& t : leaves) values.push_back(t.grad().to_vector<double>());
+      return values;
+    };
+    const auto fused = run(true), composite = run(false);
+    for (size_t i = 0; i < fused.size(); ++i) {
+      INFO(dtype_name(dtype) << " result " << i);
+      CHECK(fused[i] == composite[i]);
+    }
+  }
+  // Not training (or p = 0): layer_norm(residual + x), nothing drawn.
+  Generator init(32), gen(5);
+  const Tensor r = randn({3, 8}, init), x = randn({3, 8}, init);
+  CHECK(add_layer_norm(r, x, Tensor(), Tensor(), 1e-5, 0.1, false, gen).to_vector<float>() ==
+        layer_norm(add(r, x), 1, Tensor(), Tensor()).to_vector<float>());
+  CHECK(gen.offset() == 0);
+  CHECK_THROWS_WITH_AS(add_layer_norm(r, x, Tensor(), Tensor(), 1e-5, -0.1, true, gen),
+                       doctest::Contains("add_layer_norm: dropout probability"), Error);
+  // Mismatched parameters fall back to the composite, which names the problem.
+  CHECK_THROWS_WITH_AS(add_layer_norm(r, x, Tensor::ones({5}), Tensor(), 1e-5, 0.1, true, gen),
+                       doctest::Contains("layer_norm"), Error);
+}
+
 TEST_CASE("forward: masks and uniform draws are the shared Philox words, element by element") {
   // The CPU draws eight Philox blocks at a time (vectorized where the build allows);
   // every element must still be word i % 4 of philox4x32(i / 4, offset, seed), the

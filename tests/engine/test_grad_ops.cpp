@@ -100,6 +100,25 @@ TEST_CASE("grad: dropout with a fixed seed") {
   }, in);
 }
 
+TEST_CASE("grad: add_layer_norm (residual + dropout, then layer norm)") {
+  Inputs in = {random_input({3, 2, 6}, 61), random_input({3, 2, 6}, 62), random_input({6}, 63),
+               random_input({6}, 64)};
+  check_gradients(
+      "add_layer_norm",
+      [](const Inputs& x) {
+        Generator gen(81);
+        return add_layer_norm(x[0], x[1], x[2], x[3], 1e-5, 0.3, true, gen);
+      },
+      in);
+  check_gradients("add_layer_norm without parameters, transposed branch",
+                  [](const Inputs& x) {
+                    Generator gen(82);
+                    return add_layer_norm(x[0], x[1].transpose(0, 1).contiguous().transpose(0, 1),
+                                          Tensor(), Tensor(), 1e-5, 0.5, true, gen);
+                  },
+                  {in[0], in[1]});
+}
+
 TEST_CASE("grad: cross entropy with labels, smoothing and soft targets") {
   const Tensor labels = Tensor::from_vector<int64_t>({2, 0, 4}, {3});
   Inputs in = {random_input({3, 5}, 70, -2.0, 2.0)};
