@@ -45,7 +45,9 @@ __device__ __forceinline__ void load4(const T* p, int64_t first, int count, bool
 #pragma unroll
     for (int k = 0; k < 4; ++k) v[k] = q.v[k];
   } else {
-    for (int k = 0; k < count; ++k) v[k] = p[first + k];
+#pragma unroll
+    for (int k = 0; k < 4; ++k)  // fixed indices keep v in registers
+      if (k < count) v[k] = p[first + k];
   }
 }
 
@@ -58,7 +60,9 @@ __device__ __forceinline__ void store4(T* p, int64_t first, int count, bool vect
     for (int k = 0; k < 4; ++k) q.v[k] = v[k];
     *reinterpret_cast<Vec<T, 4>*>(p + first) = q;
   } else {
-    for (int k = 0; k < count; ++k) p[first + k] = v[k];
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+      if (k < count) p[first + k] = v[k];
   }
 }
 
