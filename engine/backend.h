@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "engine/tensor.h"
 
@@ -224,6 +225,13 @@ class Backend {
   // of x's dtype (the gradient norm). Default: square, then sum, through this
   // backend's own operations; a backend may fuse the two.
   virtual void sum_squares(const Tensor& x, const Tensor& out);
+  // Gradient clipping over many tensors (contiguous float32, on this device):
+  // out (one float32 value) = the sum of every element's square, and x *= the
+  // one-element float32 `factor` for every x, read where it lives. Defaults:
+  // sum_squares per tensor added up in order, and a multiply per tensor; a
+  // backend may cover all the tensors in a few launches.
+  virtual void sum_squares_many(const std::vector<Tensor>& xs, const Tensor& out);
+  virtual void scale_many(const std::vector<Tensor>& xs, const Tensor& factor);
 
   // A residual connection with dropout and the layer norm after it (post-norm
   // transformers), as AddLayerNormArgs describes. Default: dropout, add and

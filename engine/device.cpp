@@ -41,6 +41,20 @@ void Backend::sum_squares(const Tensor& x, const Tensor& out) {
   reduce(ReduceOp::Sum, squares, 1, x.numel(), 1, out);
 }
 
+void Backend::sum_squares_many(const std::vector<Tensor>& xs, const Tensor& out) {
+  fill(out, 0.0);
+  const Tensor one = Tensor::empty(out.shape(), out.dtype(), out.device());
+  for (const Tensor& x : xs) {
+    sum_squares(x, one);
+    binary(BinaryOp::Add, out, one, out);
+  }
+}
+
+void Backend::scale_many(const std::vector<Tensor>& xs, const Tensor& factor) {
+  for (const Tensor& x : xs)
+    if (x.numel()) binary(BinaryOp::Mul, x, factor.reshape({}).expand(x.shape()), x);
+}
+
 namespace {
 
 // t in dtype `to` (t itself when it has it), through the backend's copy.

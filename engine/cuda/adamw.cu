@@ -11,7 +11,7 @@
 // chunk map (fixed for a fixed set of parameters) but not these values: to
 // replay it, write the buffer (set_adamw_scalars, outside the graph or as its
 // first node with updated arguments) before each replay.
-#include "engine/cuda/adamw_plan.h"
+#include "engine/cuda/multi_tensor_plan.h"
 #include "engine/cuda/device_utils.cuh"
 #include "engine/cuda/kernels.h"
 
@@ -89,7 +89,7 @@ void adamw_typed(const std::vector<size_t>& indices, const std::vector<Tensor>& 
   std::vector<int64_t> numels;
   numels.reserve(indices.size());
   for (size_t index : indices) numels.push_back(params[index].numel());
-  for (const AdamWLaunch& plan : plan_adamw_launches(numels, kMaxTensors, kMaxBlocks, kChunk)) {
+  for (const MultiTensorLaunch& plan : plan_multi_tensor_launches(numels, kMaxTensors, kMaxBlocks, kChunk)) {
     AdamWBatch<T> batch{};
     for (size_t slot = 0; slot < plan.tensors.size(); ++slot) {
       const size_t index = indices[plan.tensors[slot]];

@@ -91,6 +91,12 @@ class CudaBackend final : public Backend {
   void dropout_mask(const Tensor& mask, double p, uint64_t seed, uint64_t offset) override {
     cuda::dropout_mask(mask, p, seed, offset);
   }
+  void sum_squares_many(const std::vector<Tensor>& xs, const Tensor& out) override {
+    cuda::sum_squares_many(xs, out);
+  }
+  void scale_many(const std::vector<Tensor>& xs, const Tensor& factor) override {
+    cuda::scale_many(xs, factor);
+  }
   void add_layer_norm(const AddLayerNormArgs& args) override { cuda::add_layer_norm(args); }
   void add_layer_norm_backward(const AddLayerNormBackwardArgs& args) override {
     cuda::add_layer_norm_backward(args);

@@ -40,6 +40,10 @@ void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& mean
 void add_layer_norm(const AddLayerNormArgs& args);
 void add_layer_norm_backward(const AddLayerNormBackwardArgs& args);
 
+// grad_clip.cu
+void sum_squares_many(const std::vector<Tensor>& xs, const Tensor& out);
+void scale_many(const std::vector<Tensor>& xs, const Tensor& factor);
+
 // random.cu
 void uniform(const Tensor& out, uint64_t seed, uint64_t offset, double low, double high);
 void normal(const Tensor& out, uint64_t seed, uint64_t offset, double mean, double std);

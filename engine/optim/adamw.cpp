@@ -65,8 +65,39 @@ void AdamW::zero_grad() {
     for (const Tensor& p : group.params) p.zero_grad();
 }
 
+namespace {
+
+// The defined gradients of params, and whether they are all contiguous float32
+// on one device: then one multi-tensor pass each covers them
+// (sum_squares_many, scale_many) instead of a few kernels per tensor.
+struct Gradients {
+  std::vector<Tensor> grads;
+  bool uniform = true;
+};
+
+Gradients gradients_of(const std::vector<Tensor>& params) {
+  Gradients out;
+  for (const Tensor& p : params) {
+    const Tensor g = p.grad();
+    if (!g.defined()) continue;
+    if (g.dtype() != DType::Float32 || !g.is_contiguous() ||
+        (!out.grads.empty() && g.device() != out.grads.front().device()))
+      out.uniform = false;
+    out.grads.push_back(g);
+  }
+  return out;
+}
+
+}  // namespace
+
 Tensor grad_norm(const std::vector<Tensor>& params) {
   NoGradGuard no_grad;
+  const Gradients all = gradients_of(params);
+  if (all.uniform && !all.grads.empty()) {
+    const Tensor total = Tensor::empty({}, DType::Float32, all.grads.front().device());
+    backend_of(total).sum_squares_many(all.grads, total);
+    return sqrt(total);
+  }
   Tensor total;
   for (const Tensor& p : params) {
     const Tensor g = p.grad();
@@ -89,10 +120,12 @@ Tensor clip_grad_norm_(const std::vector<Tensor>& params, double max_norm) {
   // coefficient = min(max_norm / (norm + 1e-6), 1), kept on the device.
   const Tensor coef = minimum(div(Tensor::scalar(max_norm, norm.dtype(), norm.device()), add(norm, 1e-6)),
                               Tensor::scalar(1.0, norm.dtype(), norm.device()));
-  for (const Tensor& p : params) {
-    const Tensor g = p.grad();
-    if (g.defined()) mul_(g, coef);
+  const Gradients all = gradients_of(params);
+  if (all.uniform && !all.grads.empty() && coef.dtype() == DType::Float32) {
+    backend_of(coef).scale_many(all.grads, coef);
+    return norm;
   }
+  for (const Tensor& g : all.grads) mul_(g, coef);
   return norm;
 }
 

@@ -11,7 +11,7 @@
 #include "cuda_test_util.h"
 #include "engine/autocast.h"
 #include "engine/cpu/cpu_backend.h"
-#include "engine/cuda/adamw_plan.h"
+#include "engine/cuda/multi_tensor_plan.h"
 #include "engine/cuda/gemm_plan.h"
 #include "engine/cuda/strided_indexer.h"
 
@@ -218,7 +218,7 @@ namespace {
 // Every chunk of every non-empty tensor updated exactly once, within a launch's limits.
 void check_adamw_plan(const std::vector<int64_t>& numels, int max_tensors, int max_blocks,
                       int64_t chunk) {
-  const auto launches = cuda::plan_adamw_launches(numels, max_tensors, max_blocks, chunk);
+  const auto launches = cuda::plan_multi_tensor_launches(numels, max_tensors, max_blocks, chunk);
   std::map<std::pair<size_t, int64_t>, int> seen;
   for (const auto& launch : launches) {
     REQUIRE(!launch.block_tensor.empty());

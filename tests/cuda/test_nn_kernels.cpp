@@ -253,6 +253,37 @@ TEST_CASE("cuda: bicubic resize matches the CPU") {
   }
 }
 
+TEST_CASE("cuda: gradient clipping's multi-tensor passes match the CPU") {
+  FG_SKIP_WITHOUT_GPU();
+  // Many tensors, empty ones, and one that continues across launches (more
+  // than 320 chunks of 65536): the norm as the CPU's up to the order of the
+  // float sums, and every gradient scaled by the same float32 coefficient.
+  std::vector<Shape> shapes;
+  for (int i = 0; i < 60; ++i) shapes.push_back({(i * 53) % 400});
+  shapes.push_back({320 * 65536 + 77});
+  shapes.push_back({2048, 384});
+  std::vector<Tensor> cpu_params, gpu_params;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    Tensor c = Tensor::zeros(shapes[i]), g = Tensor::zeros(shapes[i], DType::Float32, kCUDA);
+    c.set_requires_grad(true);
+    g.set_requires_grad(true);
+    const Tensor grad = random_cpu(shapes[i], 300 + i, -0.01, 0.01);
+    c.set_grad(grad.clone());
+    g.set_grad(on_gpu(grad));
+    cpu_params.push_back(c);
+    gpu_params.push_back(g);
+  }
+  for (double max_norm : {0.5, 1e6}) {  // clipped, then (after the first) untouched
+    const Tensor cpu_norm = optim::clip_grad_norm_(cpu_params, max_norm);
+    const Tensor gpu_norm = optim::clip_grad_norm_(gpu_params, max_norm);
+    CHECK(gpu_norm.device().is_cuda());
+    check_close(gpu_norm, cpu_norm, 1e-5, 0.0, "norm, max_norm " + std::to_string(max_norm));
+    for (size_t i = 0; i < shapes.size(); ++i)
+      check_close(gpu_params[i].grad(), cpu_params[i].grad(), 2e-5, 0.0,
+                  "gradient " + std::to_string(i) + " after clipping to " + std::to_string(max_norm));
+  }
+}
+
 TEST_CASE("cuda: fused multi-tensor AdamW matches the CPU over several steps") {
   FG_SKIP_WITHOUT_GPU();
   // Many tensors (several launches) and one large enough to continue across launches.

@@ -197,6 +197,56 @@ TEST_CASE("optim: parameters without gradients are left alone") {
   CHECK(opt.states()[0].step == 0);
 }
 
+TEST_CASE("optim: gradient clipping covers every gradient, float32 together or mixed dtypes") {
+  // float32 gradients go through the backend's multi-tensor passes; the result
+  // must be the per-tensor computation's: squares summed per tensor, added in
+  // order, then every gradient times one float32 coefficient.
+  Generator gen(3);
+  std::vector<Tensor> params;
+  for (int64_t n : {5, 0, 70000, 1, 1003}) {
+    Tensor p = Tensor::zeros({n});
+    p.set_requires_grad();
+    p.set_grad(randn({n}, gen));
+    params.push_back(p);
+  }
+  Tensor no_grad = Tensor::zeros({4});  // no gradient: skipped
+  no_grad.set_requires_grad();
+  params.push_back(no_grad);
+  std::vector<std::vector<float>> before;
+  float expected_sq = 0.0f;
+  for (const Tensor& p : params) {
+    if (!p.grad().defined()) continue;
+    before.push_back(p.grad().to_vector<float>());
+    const Tensor one = Tensor::empty({});
+    backend_for(kCPU).sum_squares(p.grad(), one);
+    expected_sq += one.to_vector<float>()[0];
+  }
+  const Tensor norm = optim::clip_grad_norm_(params, 1.0);
+  CHECK(norm.dtype() == DType::Float32);
+  CHECK(norm.item() == static_cast<double>(std::sqrt(expected_sq)));
+  const float coef = std::min(1.0f / (std::sqrt(expected_sq) + 1e-6f), 1.0f);
+  size_t k = 0;
+  for (const Tensor& p : params) {
+    if (!p.grad().defined()) continue;
+    const std::vector<float> after = p.grad().to_vector<float>();
+    for (size_t i = 0; i < after.size(); ++i) REQUIRE(after[i] == before[k][i] * coef);
+    ++k;
+  }
+  CHECK(k == 5);
+  CHECK(!no_grad.grad().defined());
+
+  // A float64 gradient among float32 ones: the per-tensor path, in float64.
+  Tensor d = Tensor::zeros({3}, DType::Float64);
+  d.set_requires_grad();
+  d.set_grad(Tensor::from_vector<double>({0, 0, 12}, {3}));
+  Tensor f = Tensor::zeros({1});
+  f.set_requires_grad();
+  f.set_grad(Tensor::from_vector<float>({5}, {1}));
+  const Tensor mixed = optim::clip_grad_norm_({f, d}, 26.0);
+  CHECK(mixed.item() == doctest::Approx(13.0));
+  CHECK(f.grad().to_vector<float>()[0] == 5.0f);  // under the threshold: unchanged
+}
+
 TEST_CASE("optim: gradient clipping on a known gradient") {
   Tensor a = Tensor::zeros({2}), b = Tensor::zeros({1});
   a.set_requires_grad();

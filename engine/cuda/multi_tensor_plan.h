@@ -1,8 +1,10 @@
-// How the fused AdamW splits a list of tensors into kernel launches: plain host
-// code, so the split is tested on any machine (tests/cuda/test_host_logic.cpp).
+// How a multi-tensor kernel (the fused AdamW, the gradient norm's sum of
+// squares, the clipping's scale) splits a list of tensors into launches:
+// plain host code, so the split is tested on any machine
+// (tests/cuda/test_host_logic.cpp).
 //
 // A launch covers at most max_tensors tensors and max_blocks blocks; block b
-// updates chunk block_chunk[b] (of `chunk` elements) of the tensor in slot
+// works on chunk block_chunk[b] (of `chunk` elements) of the tensor in slot
 // block_tensor[b]. A tensor with more chunks than a launch has room for goes on
 // in the next launch, in its slot 0.
 #pragma once
@@ -12,20 +14,20 @@
 
 namespace fg::cuda {
 
-struct AdamWLaunch {
+struct MultiTensorLaunch {
   std::vector<size_t> tensors;  // slot -> index into the list of tensors
   std::vector<int> block_tensor;
   std::vector<int64_t> block_chunk;
 };
 
-inline std::vector<AdamWLaunch> plan_adamw_launches(const std::vector<int64_t>& numels,
+inline std::vector<MultiTensorLaunch> plan_multi_tensor_launches(const std::vector<int64_t>& numels,
                                                     int max_tensors, int max_blocks,
                                                     int64_t chunk) {
-  std::vector<AdamWLaunch> launches;
-  AdamWLaunch current;
+  std::vector<MultiTensorLaunch> launches;
+  MultiTensorLaunch current;
   auto flush = [&] {
     if (!current.block_tensor.empty()) launches.push_back(std::move(current));
-    current = AdamWLaunch{};
+    current = MultiTensorLaunch{};
   };
   for (size_t index = 0; index < numels.size(); ++index) {
     const int64_t n = numels[index];
