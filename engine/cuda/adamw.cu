@@ -89,7 +89,8 @@ void adamw_typed(const std::vector<size_t>& indices, const std::vector<Tensor>& 
   std::vector<int64_t> numels;
   numels.reserve(indices.size());
   for (size_t index : indices) numels.push_back(params[index].numel());
-  for (const MultiTensorLaunch& plan : plan_multi_tensor_launches(numels, kMaxTensors, kMaxBlocks, kChunk)) {
+  for (const MultiTensorLaunch& plan :
+       plan_multi_tensor_launches(numels, kMaxTensors, kMaxBlocks, kChunk)) {
     AdamWBatch<T> batch{};
     for (size_t slot = 0; slot < plan.tensors.size(); ++slot) {
       const size_t index = indices[plan.tensors[slot]];
