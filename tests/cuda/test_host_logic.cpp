@@ -216,7 +216,7 @@ TEST_CASE("cuda host: a batch uploader for the CPU hands back the host tensors a
 namespace {
 
 // Every chunk of every non-empty tensor updated exactly once, within a launch's limits.
-void check_adamw_plan(const std::vector<int64_t>& numels, int max_tensors, int max_blocks,
+void check_multi_tensor_plan(const std::vector<int64_t>& numels, int max_tensors, int max_blocks,
                       int64_t chunk) {
   const auto launches = cuda::plan_multi_tensor_launches(numels, max_tensors, max_blocks, chunk);
   std::map<std::pair<size_t, int64_t>, int> seen;
@@ -248,17 +248,17 @@ void check_adamw_plan(const std::vector<int64_t>& numels, int max_tensors, int m
 
 }  // namespace
 
-TEST_CASE("cuda host: the fused AdamW's launches cover every chunk once, also tensors spanning launches") {
+TEST_CASE("cuda host: multi-tensor launches (AdamW, clipping) cover every chunk once, also across launches") {
   // The CUDA kernel's limits: 36 tensors, 320 blocks of 65536 elements a launch.
   // soft_moe_128's experts (100.7M elements, 1536 chunks, after phi) span five launches.
-  check_adamw_plan({1000, 100663296}, 36, 320, 65536);
-  check_adamw_plan({int64_t{65536} * 300, int64_t{65536} * 700 + 1, 5}, 36, 320, 65536);
-  check_adamw_plan({0, 0, 7, 0}, 36, 320, 65536);
-  check_adamw_plan({}, 36, 320, 65536);
+  check_multi_tensor_plan({1000, 100663296}, 36, 320, 65536);
+  check_multi_tensor_plan({int64_t{65536} * 300, int64_t{65536} * 700 + 1, 5}, 36, 320, 65536);
+  check_multi_tensor_plan({0, 0, 7, 0}, 36, 320, 65536);
+  check_multi_tensor_plan({}, 36, 320, 65536);
   std::mt19937 rng(3);
   for (int trial = 0; trial < 200; ++trial) {
     std::vector<int64_t> numels(static_cast<size_t>(rng() % 60));
     for (auto& n : numels) n = (rng() % 4 == 0) ? 0 : static_cast<int64_t>(rng() % 40) + 1;
-    check_adamw_plan(numels, 1 + static_cast<int>(rng() % 5), 1 + static_cast<int>(rng() % 7), 4);
+    check_multi_tensor_plan(numels, 1 + static_cast<int>(rng() % 5), 1 + static_cast<int>(rng() % 7), 4);
   }
 }
