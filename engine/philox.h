@@ -38,10 +38,24 @@ FG_HOST_DEVICE Philox4 philox4x32(uint64_t block, uint64_t offset, uint64_t seed
   return Philox4{{c0, c1, c2, c3}};
 }
 
+// A Philox word as a uniform in [0, 1) with 24 random bits.
+FG_HOST_DEVICE float philox_word_uniform(uint32_t word) {
+  return static_cast<float>(word >> 8) * (1.0f / 16777216.0f);
+}
+
+// The same in (0, 1] (a logarithm's argument, as Box-Muller's first uniform).
+FG_HOST_DEVICE float philox_word_uniform_nonzero(uint32_t word) {
+  return static_cast<float>((word >> 8) + 1u) * (1.0f / 16777216.0f);
+}
+
+// Whether dropout with probability p keeps the element `word` was drawn for
+// (every dropout of fgmoe, on every device, decides this way).
+FG_HOST_DEVICE bool philox_keeps(uint32_t word, float p) { return philox_word_uniform(word) >= p; }
+
 // Uniform in [0, 1) with 24 random bits.
 FG_HOST_DEVICE float philox_uniform(uint64_t i, uint64_t offset, uint64_t seed) {
   const Philox4 r = philox4x32(i >> 2, offset, seed);
-  return static_cast<float>(r.v[i & 3] >> 8) * (1.0f / 16777216.0f);
+  return philox_word_uniform(r.v[i & 3]);
 }
 
 // Standard normal by Box-Muller over the word pair (0,1) or (2,3) of element i's block.
@@ -49,8 +63,8 @@ FG_HOST_DEVICE float philox_normal(uint64_t i, uint64_t offset, uint64_t seed) {
   const Philox4 r = philox4x32(i >> 2, offset, seed);
   const unsigned pair = static_cast<unsigned>(i & 2);
   // u1 in (0, 1] so the log is finite.
-  const float u1 = static_cast<float>((r.v[pair] >> 8) + 1u) * (1.0f / 16777216.0f);
-  const float u2 = static_cast<float>(r.v[pair + 1] >> 8) * (1.0f / 16777216.0f);
+  const float u1 = philox_word_uniform_nonzero(r.v[pair]);
+  const float u2 = philox_word_uniform(r.v[pair + 1]);
 #if defined(__CUDA_ARCH__)
   const float radius = sqrtf(-2.0f * logf(u1));
   float s, c;

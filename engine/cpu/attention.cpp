@@ -16,6 +16,7 @@
 #include "engine/cpu/blas.h"
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/philox_simd.h"
+#include "engine/philox.h"
 
 #if defined(__AVX2__) && defined(FGMOE_HAVE_LIBMVEC)
 #define FGMOE_VECTOR_EXPF 1
@@ -96,7 +97,7 @@ void draw_keep(uint8_t* keep, int64_t n, uint64_t first, float p, uint64_t seed,
     const int64_t skip = static_cast<int64_t>(e & 3);
     const int64_t take = std::min<int64_t>(32 - skip, n - j);
     for (int64_t t = 0; t < take; ++t)
-      keep[j + t] = static_cast<float>(words[skip + t] >> 8) * (1.0f / 16777216.0f) >= p;
+      keep[j + t] = philox_keeps(words[skip + t], p);
     j += take;
   }
 }

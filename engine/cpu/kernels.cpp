@@ -470,35 +470,40 @@ void CpuBackend::layer_norm_backward(const Tensor& grad, const Tensor& x, const 
 
 namespace {
 
-// Fills out[i] = value(word) for each element, where word is element i's
-// Philox output: one Philox evaluation serves a block of four elements, and
-// the blocks are drawn eight at a time.
-template <class T, class F>
-void fill_by_blocks(T* out, int64_t n, uint64_t seed, uint64_t offset, F value) {
+// Calls run(first, count, words) over [0, n) in parallel runs of up to 32
+// elements, words[k] being element first + k's Philox word (word i % 4 of
+// philox4x32(i / 4, offset, seed)): the blocks are drawn eight at a time.
+template <class F>
+void for_philox_runs(int64_t n, uint64_t seed, uint64_t offset, F run) {
   const int64_t blocks = (n + 3) / 4;
   parallel_for(blocks, n * 8, [&](int64_t begin, int64_t end) {
-    uint32_t words[32];
+    alignas(64) uint32_t words[32];
     for (int64_t b0 = begin; b0 < end; b0 += 8) {
       philox4x32_8(static_cast<uint64_t>(b0), offset, seed, words);  // eight blocks at once
-      const int64_t last = std::min<int64_t>(end, b0 + 8);
-      for (int64_t b = b0; b < last; ++b) {
-        const uint32_t* w = words + 4 * (b - b0);
-        const Philox4 r{{w[0], w[1], w[2], w[3]}};
-        const int64_t base = b * 4;
-        const int count = static_cast<int>(std::min<int64_t>(4, n - base));
-        value(r, out + base, count);
-      }
+      const int64_t first = b0 * 4;
+      run(first, std::min(n, std::min(end, b0 + 8) * 4) - first, static_cast<const uint32_t*>(words));
     }
   });
 }
 
-inline float word_to_uniform(uint32_t w) { return static_cast<float>(w >> 8) * (1.0f / 16777216.0f); }
+// Fills out[i] = value(word) for each element, where word is element i's
+// Philox output, handed to value a block of four at a time.
+template <class T, class F>
+void fill_by_blocks(T* out, int64_t n, uint64_t seed, uint64_t offset, F value) {
+  for_philox_runs(n, seed, offset, [&](int64_t first, int64_t count, const uint32_t* words) {
+    for (int64_t k = 0; k < count; k += 4) {
+      const uint32_t* w = words + k;
+      const Philox4 r{{w[0], w[1], w[2], w[3]}};
+      value(r, out + first + k, static_cast<int>(std::min<int64_t>(4, count - k)));
+    }
+  });
+}
 
 template <class T>
 void fill_uniform(T* out, int64_t n, uint64_t seed, uint64_t offset, double low, double high) {
   fill_by_blocks(out, n, seed, offset, [=](const Philox4& r, T* dst, int count) {
     for (int k = 0; k < count; ++k)
-      dst[k] = static_cast<T>(low + (high - low) * static_cast<double>(word_to_uniform(r.v[k])));
+      dst[k] = static_cast<T>(low + (high - low) * static_cast<double>(philox_word_uniform(r.v[k])));
   });
 }
 
@@ -507,8 +512,8 @@ void fill_normal(T* out, int64_t n, uint64_t seed, uint64_t offset, double mean,
   // Box-Muller on word pairs (0, 1) and (2, 3), as philox_normal.
   fill_by_blocks(out, n, seed, offset, [=](const Philox4& r, T* dst, int count) {
     for (int pair = 0; pair < 2 && pair * 2 < count; ++pair) {
-      const float u1 = static_cast<float>((r.v[pair * 2] >> 8) + 1u) * (1.0f / 16777216.0f);
-      const float u2 = word_to_uniform(r.v[pair * 2 + 1]);
+      const float u1 = philox_word_uniform_nonzero(r.v[pair * 2]);
+      const float u2 = philox_word_uniform(r.v[pair * 2 + 1]);
       const float radius = std::sqrt(-2.0f * std::log(u1));
       const float angle = 6.283185307179586f * u2;
       dst[pair * 2] = static_cast<T>(mean + std * static_cast<double>(radius * std::cos(angle)));
@@ -556,7 +561,7 @@ void CpuBackend::dropout_mask(const Tensor& mask, double p, uint64_t seed, uint6
     fill_by_blocks(mask.data<scalar_t>(), mask.numel(), seed, offset,
                    [=](const Philox4& r, scalar_t* dst, int count) {
                      for (int k = 0; k < count; ++k)
-                       dst[k] = word_to_uniform(r.v[k]) >= threshold ? scale : scalar_t(0);
+                       dst[k] = philox_keeps(r.v[k], threshold) ? scale : scalar_t(0);
                    });
   });
 }
@@ -571,22 +576,13 @@ template <class T, bool Relu>
 void dropout_forward(const T* x_in, T* out_in, int64_t n, const DropoutArgs& a) {
   const float threshold = static_cast<float>(a.p);
   const T scale = static_cast<T>(1.0 / (1.0 - a.p));
-  const uint64_t seed = a.seed, offset = a.offset;
-  const int64_t blocks = (n + 3) / 4;
-  parallel_for(blocks, n * 8, [=](int64_t begin, int64_t end) {
-    const T* __restrict x = x_in;
-    T* __restrict out = out_in;
-    alignas(64) uint32_t words[32];
-    for (int64_t b0 = begin; b0 < end; b0 += 8) {
-      philox4x32_8(static_cast<uint64_t>(b0), offset, seed, words);  // eight blocks at once
-      const int64_t first = b0 * 4, count = std::min(n, std::min(end, b0 + 8) * 4) - first;
-      const T* __restrict xb = x + first;
-      T* __restrict ob = out + first;
-      for (int64_t k = 0; k < count; ++k) {
-        T v = xb[k];
-        if constexpr (Relu) v = v > T(0) ? v : T(0);
-        ob[k] = v * (word_to_uniform(words[k]) >= threshold ? scale : T(0));
-      }
+  for_philox_runs(n, a.seed, a.offset, [=](int64_t first, int64_t count, const uint32_t* words) {
+    const T* __restrict xb = x_in + first;
+    T* __restrict ob = out_in + first;
+    for (int64_t k = 0; k < count; ++k) {
+      T v = xb[k];
+      if constexpr (Relu) v = v > T(0) ? v : T(0);
+      ob[k] = v * (philox_keeps(words[k], threshold) ? scale : T(0));
     }
   });
 }

@@ -43,14 +43,10 @@ __device__ __forceinline__ int64_t head_offset(const HeadLayout& l, int64_t b, i
   return b * l.batch + h * l.head;
 }
 
-__device__ __forceinline__ bool keep_word(uint32_t word, float p) {
-  return static_cast<float>(word >> 8) * (1.0f / 16777216.0f) >= p;
-}
-
 // The mask's value at element e: 0 or 1 / (1 - p).
 __device__ __forceinline__ float mask_value(uint64_t e, const AttentionParams& p) {
   const Philox4 r = philox4x32(e >> 2, p.offset, p.seed);
-  return keep_word(r.v[e & 3], p.dropout_p) ? p.dropout_scale : 0.0f;
+  return philox_keeps(r.v[e & 3], p.dropout_p) ? p.dropout_scale : 0.0f;
 }
 
 }  // namespace fg::cuda

@@ -61,7 +61,7 @@ __device__ inline void apply_row_dropout(float* buf, int n, uint64_t row_base,
     for (int w = 0; w < 4; ++w) {
       const uint64_t e = block * 4 + w;
       if (e >= row_base && e < row_base + static_cast<uint64_t>(n))
-        buf[e - row_base] *= keep_word(r.v[w], p.dropout_p) ? p.dropout_scale : 0.0f;
+        buf[e - row_base] *= philox_keeps(r.v[w], p.dropout_p) ? p.dropout_scale : 0.0f;
     }
   }
 }

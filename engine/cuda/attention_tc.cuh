@@ -179,7 +179,7 @@ __device__ __forceinline__ uint32_t keep_bits32(uint64_t e0, const Params& p) {
 #pragma unroll
     for (int w = 0; w < 4; ++w) {
       const uint64_t e = block * 4 + static_cast<uint64_t>(w);
-      if (e >= e0 && e < e0 + 32 && keep_word(r.v[w], p.dropout_p)) bits |= 1u << (e - e0);
+      if (e >= e0 && e < e0 + 32 && philox_keeps(r.v[w], p.dropout_p)) bits |= 1u << (e - e0);
     }
   }
   return bits;

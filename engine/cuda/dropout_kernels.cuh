@@ -25,15 +25,11 @@ FG_KERNELS_BEGIN
 
 constexpr int kThreads = 256;
 
-__device__ __forceinline__ float word_uniform(uint32_t w) {
-  return static_cast<float>(w >> 8) * (1.0f / 16777216.0f);
-}
-
 // What element i's value is multiplied by, given its Philox word: scale when
 // kept, else 0.
 template <class C>
 __device__ __forceinline__ C keep_factor(uint32_t word, float threshold, C scale) {
-  return word_uniform(word) >= threshold ? scale : C(0);
+  return philox_keeps(word, threshold) ? scale : C(0);
 }
 
 // Elements [first, first + count) of p, count <= 4.

@@ -11,10 +11,6 @@ namespace fg::cuda {
 
 namespace {
 
-__device__ __forceinline__ float word_to_uniform(uint32_t w) {
-  return static_cast<float>(w >> 8) * (1.0f / 16777216.0f);
-}
-
 template <class T>
 __global__ void uniform_kernel(T* out, int64_t n, uint64_t seed, uint64_t offset, double low,
                                double high) {
@@ -28,7 +24,7 @@ __global__ void uniform_kernel(T* out, int64_t n, uint64_t seed, uint64_t offset
         // As the CPU: the value in double, rounded once to float (then to T). Whether
         // either compiler fuses the multiply-add is its choice, so values may differ
         // from the CPU's in the last bit of the double (masks never do).
-        const double v = low + (high - low) * static_cast<double>(word_to_uniform(r.v[k]));
+        const double v = low + (high - low) * static_cast<double>(philox_word_uniform(r.v[k]));
         if constexpr (std::is_same_v<T, double>)
           out[i] = v;
         else
@@ -48,8 +44,8 @@ __global__ void normal_kernel(T* out, int64_t n, uint64_t seed, uint64_t offset,
     for (int pair = 0; pair < 2; ++pair) {
       const int64_t i = b * 4 + pair * 2;
       if (i >= n) break;
-      const float u1 = static_cast<float>((r.v[pair * 2] >> 8) + 1u) * (1.0f / 16777216.0f);
-      const float u2 = word_to_uniform(r.v[pair * 2 + 1]);
+      const float u1 = philox_word_uniform_nonzero(r.v[pair * 2]);
+      const float u2 = philox_word_uniform(r.v[pair * 2 + 1]);
       const float radius = sqrtf(-2.0f * logf(u1));
       const float angle = 6.283185307179586f * u2;
       const double v0 = mean + std * static_cast<double>(radius * cosf(angle));
@@ -75,7 +71,7 @@ __global__ void dropout_mask_kernel(T* mask, int64_t n, uint64_t seed, uint64_t 
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
       const int64_t i = b * 4 + k;
-      if (i < n) mask[i] = word_to_uniform(r.v[k]) >= threshold ? scale : zero;
+      if (i < n) mask[i] = philox_keeps(r.v[k], threshold) ? scale : zero;
     }
   }
 }
