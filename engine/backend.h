@@ -106,9 +106,24 @@ struct AttentionBackwardArgs {
 // One dropout draw: probability p in (0, 1) of dropping, the generator state it
 // was drawn from, and whether a ReLU comes first (relu_dropout).
 struct DropoutArgs {
-  double p = 0.0;
+  double p = 0.0;  // 0: nothing dropped
   uint64_t seed = 0, offset = 0;
   bool relu = false;
+  // What kept values are multiplied by, 1 / (1 - p), in the type T they are computed in.
+  template <class T>
+  T scale() const {
+    return static_cast<T>(1.0 / (1.0 - p));
+  }
+};
+
+// grad_residual = layer_norm's input gradient (sum's dtype); grad_x = that
+// gradient rounded to x's dtype, then through dropout's backward. Any of the
+// four gradients may be undefined (not needed).
+struct AddLayerNormBackwardArgs {
+  Tensor grad, sum, mean, rstd, weight;
+  DropoutArgs dropout;
+  int64_t rows = 0, cols = 0;
+  Tensor grad_residual, grad_x, grad_weight, grad_bias;
 };
 
 // sum = residual + dropout(x) (x's dropout product rounded to x's dtype, then
@@ -119,21 +134,22 @@ struct DropoutArgs {
 // All contiguous; weight/bias as layer_norm's (may be undefined).
 struct AddLayerNormArgs {
   Tensor residual, x, weight, bias;
-  bool drop = false;  // else x is added as it is
   DropoutArgs dropout;
   double eps = 1e-5;
   int64_t rows = 0, cols = 0;
   Tensor out, sum, mean, rstd;
-};
-// grad_residual = layer_norm's input gradient (sum's dtype); grad_x = that
-// gradient rounded to x's dtype, then through dropout's backward. Any of the
-// four gradients may be undefined (not needed).
-struct AddLayerNormBackwardArgs {
-  Tensor grad, sum, mean, rstd, weight;
-  bool drop = false;
-  DropoutArgs dropout;
-  int64_t rows = 0, cols = 0;
-  Tensor grad_residual, grad_x, grad_weight, grad_bias;
+  // The backward's arguments, less the incoming gradient and the gradients out.
+  AddLayerNormBackwardArgs backward() const {
+    AddLayerNormBackwardArgs b;
+    b.sum = sum;
+    b.mean = mean;
+    b.rstd = rstd;
+    b.weight = weight;
+    b.dropout = dropout;
+    b.rows = rows;
+    b.cols = cols;
+    return b;
+  }
 };
 
 struct AdamWParams {

@@ -69,7 +69,7 @@ Tensor converted(Backend& backend, const Tensor& t, DType to) {
 
 void Backend::add_layer_norm(const AddLayerNormArgs& a) {
   Tensor branch = a.x;
-  if (a.drop) {
+  if (a.dropout.p > 0.0) {
     branch = Tensor::empty(a.x.shape(), a.x.dtype(), a.x.device());
     dropout(a.x, branch, a.dropout);
   }
@@ -85,7 +85,7 @@ void Backend::add_layer_norm_backward(const AddLayerNormBackwardArgs& a) {
                       a.grad_weight, a.grad_bias);
   if (!a.grad_x.defined()) return;
   const Tensor g = converted(*this, grad_sum, a.grad_x.dtype());
-  if (a.drop)
+  if (a.dropout.p > 0.0)
     dropout_backward(g, Tensor(), a.grad_x, a.dropout);
   else
     copy(g, a.grad_x);

@@ -575,7 +575,7 @@ namespace {
 template <class T, bool Relu>
 void dropout_forward(const T* x_in, T* out_in, int64_t n, const DropoutArgs& a) {
   const float threshold = static_cast<float>(a.p);
-  const T scale = static_cast<T>(1.0 / (1.0 - a.p));
+  const T scale = a.scale<T>();
   for_philox_runs(n, a.seed, a.offset, [=](int64_t first, int64_t count, const uint32_t* words) {
     const T* __restrict xb = x_in + first;
     T* __restrict ob = out_in + first;
@@ -591,7 +591,7 @@ void dropout_forward(const T* x_in, T* out_in, int64_t n, const DropoutArgs& a) 
 template <class T>
 void dropout_backward_by_output(const T* g_in, const T* out_in, T* gx_in, int64_t n,
                                 const DropoutArgs& a) {
-  const T scale = static_cast<T>(1.0 / (1.0 - a.p));
+  const T scale = a.scale<T>();
   parallel_for(n, n * 3, [=](int64_t begin, int64_t end) {
     const T* __restrict g = g_in;
     const T* __restrict out = out_in;

@@ -13,11 +13,6 @@ namespace {
 using namespace dropout_detail;
 
 template <class T>
-compute_t<T> keep_scale(double p) {
-  return static_cast<compute_t<T>>(1.0 / (1.0 - p));
-}
-
-template <class T>
 bool all_aligned(std::initializer_list<const void*> pointers) {
   for (const void* p : pointers)
     if (!is_aligned<4>(static_cast<const T*>(p))) return false;
@@ -25,6 +20,15 @@ bool all_aligned(std::initializer_list<const void*> pointers) {
 }
 
 dim3 grid_of(int64_t n) { return dim3(static_cast<unsigned>(grid_for((n + 3) / 4, kThreads))); }
+
+// dst = (Relu ? max(src, 0) : src) times the draw's keep factor; also plain
+// dropout's backward (src the gradient).
+template <class T, bool Relu>
+void launch_dropout(const T* src, T* dst, int64_t n, const DropoutArgs& a) {
+  dropout_kernel<T, Relu><<<grid_of(n), kThreads, 0, stream()>>>(
+      src, dst, n, a.seed, a.offset, static_cast<float>(a.p), a.scale<compute_t<T>>(),
+      all_aligned<T>({src, dst}));
+}
 
 }  // namespace
 
@@ -34,18 +38,13 @@ void dropout(const Tensor& x, const Tensor& out, const DropoutArgs& a) {
            "dropout: needs contiguous tensors of one dtype and size");
   const int64_t n = x.numel();
   if (n == 0) return;
-  const float threshold = static_cast<float>(a.p);
   FG_CUDA_DISPATCH_FLOATING(x.dtype(), "dropout", [&] {
     const auto* src = static_cast<const scalar_t*>(x.data_ptr());
     auto* dst = static_cast<scalar_t*>(out.data_ptr());
-    const bool vector = all_aligned<scalar_t>({src, dst});
-    if (a.relu) {
-      dropout_kernel<scalar_t, true><<<grid_of(n), kThreads, 0, stream()>>>(
-          src, dst, n, a.seed, a.offset, threshold, keep_scale<scalar_t>(a.p), vector);
-    } else {
-      dropout_kernel<scalar_t, false><<<grid_of(n), kThreads, 0, stream()>>>(
-          src, dst, n, a.seed, a.offset, threshold, keep_scale<scalar_t>(a.p), vector);
-    }
+    if (a.relu)
+      launch_dropout<scalar_t, true>(src, dst, n, a);
+    else
+      launch_dropout<scalar_t, false>(src, dst, n, a);
   });
   FG_CUDA_LAUNCH_CHECK(a.relu ? "relu_dropout" : "dropout");
 }
@@ -61,18 +60,15 @@ void dropout_backward(const Tensor& grad, const Tensor& out, const Tensor& grad_
            "dtype and size");
   const int64_t n = grad.numel();
   if (n == 0) return;
-  const float threshold = static_cast<float>(a.p);
   FG_CUDA_DISPATCH_FLOATING(grad.dtype(), "dropout backward", [&] {
     const auto* g = static_cast<const scalar_t*>(grad.data_ptr());
     auto* gx = static_cast<scalar_t*>(grad_input.data_ptr());
     if (a.relu) {
       const auto* y = static_cast<const scalar_t*>(out.data_ptr());
       dropout_backward_by_output_kernel<scalar_t><<<grid_of(n), kThreads, 0, stream()>>>(
-          g, y, gx, n, keep_scale<scalar_t>(a.p), all_aligned<scalar_t>({g, y, gx}));
+          g, y, gx, n, a.scale<compute_t<scalar_t>>(), all_aligned<scalar_t>({g, y, gx}));
     } else {
-      dropout_kernel<scalar_t, false><<<grid_of(n), kThreads, 0, stream()>>>(
-          g, gx, n, a.seed, a.offset, threshold, keep_scale<scalar_t>(a.p),
-          all_aligned<scalar_t>({g, gx}));
+      launch_dropout<scalar_t, false>(g, gx, n, a);  // the same draw applied to the gradient
     }
   });
   FG_CUDA_LAUNCH_CHECK(a.relu ? "relu_dropout backward" : "dropout backward");

@@ -145,13 +145,8 @@ void dispatch_add_layer_norm(DType stream_type, DType branch_type, const char* n
   }
 }
 
-RowDropout row_dropout(bool drop, const DropoutArgs& a) {
-  return RowDropout{drop, a.seed, a.offset, static_cast<float>(a.p)};
-}
-
-template <class X>
-compute_t<X> dropout_scale(bool drop, double p) {
-  return static_cast<compute_t<X>>(drop ? 1.0 / (1.0 - p) : 1.0);
+RowDropout row_dropout(const DropoutArgs& a) {
+  return RowDropout{a.p > 0.0, a.seed, a.offset, static_cast<float>(a.p)};
 }
 
 }  // namespace
@@ -181,8 +176,8 @@ void add_layer_norm(const AddLayerNormArgs& a) {
     T* yp = static_cast<T*>(a.out.data_ptr());
     A* mp = static_cast<A*>(a.mean.data_ptr());
     A* sd = static_cast<A*>(a.rstd.data_ptr());
-    const RowDropout d = row_dropout(a.drop, a.dropout);
-    const compute_t<X> scale = dropout_scale<X>(a.drop, a.dropout.p);
+    const RowDropout d = row_dropout(a.dropout);
+    const compute_t<X> scale = a.dropout.scale<compute_t<X>>();
     const RowLaunch launch = row_launch(a.rows, a.cols);
     if (!launch.block_per_row) {
       add_layer_norm_forward<T, X, T, false><<<launch.grid, launch.threads, 0, stream()>>>(
@@ -220,8 +215,8 @@ void add_layer_norm_backward(const AddLayerNormBackwardArgs& a) {
       const T* wp = a.weight.defined() ? static_cast<const T*>(a.weight.data_ptr()) : nullptr;
       T* grp = a.grad_residual.defined() ? static_cast<T*>(a.grad_residual.data_ptr()) : nullptr;
       X* gxp = a.grad_x.defined() ? static_cast<X*>(a.grad_x.data_ptr()) : nullptr;
-      const RowDropout d = row_dropout(a.drop, a.dropout);
-      const compute_t<X> scale = dropout_scale<X>(a.drop, a.dropout.p);
+      const RowDropout d = row_dropout(a.dropout);
+      const compute_t<X> scale = a.dropout.scale<compute_t<X>>();
       const RowLaunch launch = row_launch(a.rows, a.cols);
       if (!launch.block_per_row) {
         add_layer_norm_backward_input<T, X, T, false><<<launch.grid, launch.threads, 0, stream()>>>(

@@ -166,7 +166,6 @@ Tensor add_layer_norm(const Tensor& residual, const Tensor& x_in, const Tensor& 
   a.x = x_in.contiguous();
   a.weight = weight.defined() ? weight.detach().contiguous() : Tensor();
   a.bias = bias.defined() ? bias.detach().contiguous() : Tensor();
-  a.drop = true;
   a.dropout = DropoutArgs{p, gen.seed(), gen.next_offset(), false};
   a.eps = eps;
   a.rows = rows;
@@ -179,15 +178,7 @@ Tensor add_layer_norm(const Tensor& residual, const Tensor& x_in, const Tensor& 
     NoGradGuard no_grad;
     backend_of(residual).add_layer_norm(a);
   }
-  AddLayerNormBackwardArgs b;
-  b.sum = a.sum;
-  b.mean = a.mean;
-  b.rstd = a.rstd;
-  b.weight = a.weight;
-  b.drop = true;
-  b.dropout = a.dropout;
-  b.rows = rows;
-  b.cols = cols;
+  const AddLayerNormBackwardArgs b = a.backward();
   const DType x_type = x_in.dtype();
   const Shape wshape = weight.defined() ? weight.shape() : Shape{};
   const Shape bshape = bias.defined() ? bias.shape() : Shape{};

@@ -82,7 +82,6 @@ void run(const Case& c) {
   ref.x = exact(x, shape);
   ref.weight = c.params ? exact(weight, {cols}) : Tensor();
   ref.bias = c.params ? exact(bias, {cols}) : Tensor();
-  ref.drop = true;
   ref.dropout = drop;
   ref.eps = eps;
   ref.rows = rows;
@@ -92,16 +91,8 @@ void run(const Case& c) {
   ref.mean = Tensor::empty({rows}, DType::Float64);
   ref.rstd = Tensor::empty({rows}, DType::Float64);
   cpu.add_layer_norm(ref);
-  AddLayerNormBackwardArgs ref_back;
+  AddLayerNormBackwardArgs ref_back = ref.backward();
   ref_back.grad = exact(grad, shape);
-  ref_back.sum = ref.sum;
-  ref_back.mean = ref.mean;
-  ref_back.rstd = ref.rstd;
-  ref_back.weight = ref.weight;
-  ref_back.drop = true;
-  ref_back.dropout = drop;
-  ref_back.rows = rows;
-  ref_back.cols = cols;
   ref_back.grad_residual = Tensor::empty(shape, DType::Float64);
   ref_back.grad_x = Tensor::empty(shape, DType::Float64);
   cpu.add_layer_norm_backward(ref_back);
