@@ -46,6 +46,15 @@ __device__ __forceinline__ RowSplit row_split() {
     return RowSplit{threadIdx.x % 32, 32, global_thread() / 32, grid_threads() / 32};
 }
 
+// The sum of v over the threads that share a row (row_split<Block>()).
+template <bool Block, class A>
+__device__ __forceinline__ A row_sum(A v, A* scratch) {
+  if constexpr (Block)
+    return block_sum(v, scratch);
+  else
+    return warp_sum(v);
+}
+
 // One warp per row (short rows) or one block per row (long rows); `Block` picks.
 template <class T, class W, bool Block>
 __global__ void layer_norm_forward(const T* x, const W* weight, const W* bias, T* y,
@@ -58,14 +67,14 @@ __global__ void layer_norm_forward(const T* x, const W* weight, const W* bias, T
     const T* xr = x + row * cols;
     A sum = 0;
     for (int64_t j = lane; j < cols; j += width) sum += convert<A>(xr[j]);
-    sum = Block ? block_sum(sum, scratch) : warp_sum(sum);
+    sum = row_sum<Block>(sum, scratch);
     const A mu = sum / static_cast<A>(cols);
     A sq = 0;
     for (int64_t j = lane; j < cols; j += width) {
       const A d = convert<A>(xr[j]) - mu;
       sq += d * d;
     }
-    sq = Block ? block_sum(sq, scratch) : warp_sum(sq);
+    sq = row_sum<Block>(sq, scratch);
     const A inv = A(1) / math::sqrt(sq / static_cast<A>(cols) + static_cast<A>(eps));
     if (lane == 0) {
       mean_out[row] = mu;
@@ -98,13 +107,8 @@ __global__ void layer_norm_backward_input(const T* g, const T* x, const accum_t<
       sum_wg += wg;
       sum_wg_xhat += wg * xhat;
     }
-    if constexpr (Block) {
-      sum_wg = block_sum(sum_wg, scratch);
-      sum_wg_xhat = block_sum(sum_wg_xhat, scratch);
-    } else {
-      sum_wg = warp_sum(sum_wg);
-      sum_wg_xhat = warp_sum(sum_wg_xhat);
-    }
+    sum_wg = row_sum<Block>(sum_wg, scratch);
+    sum_wg_xhat = row_sum<Block>(sum_wg_xhat, scratch);
     const A a = sum_wg / static_cast<A>(cols), b = sum_wg_xhat / static_cast<A>(cols);
     T* gxr = gx + row * cols;
     for (int64_t j = lane; j < cols; j += width) {
@@ -166,14 +170,14 @@ __global__ void add_layer_norm_forward(const T* residual, const X* x, const W* w
       sum_out[i] = s;
       total += convert<A>(s);
     });
-    total = Block ? block_sum(total, scratch) : warp_sum(total);
+    total = row_sum<Block>(total, scratch);
     const A mu = total / static_cast<A>(cols);
     A sq = 0;
     for_row_quads(row, cols, split, RowDropout{}, [&](int64_t i, int64_t, uint32_t) {
       const A dev = convert<A>(sum_out[i]) - mu;
       sq += dev * dev;
     });
-    sq = Block ? block_sum(sq, scratch) : warp_sum(sq);
+    sq = row_sum<Block>(sq, scratch);
     const A inv = A(1) / math::sqrt(sq / static_cast<A>(cols) + static_cast<A>(eps));
     if (split.lane == 0) {
       mean_out[row] = mu;
@@ -205,13 +209,8 @@ __global__ void add_layer_norm_backward_input(const T* g, const T* sum, const ac
       sum_wg += wg;
       sum_wg_xhat += wg * ((convert<A>(sum[i]) - mu) * inv);
     });
-    if constexpr (Block) {
-      sum_wg = block_sum(sum_wg, scratch);
-      sum_wg_xhat = block_sum(sum_wg_xhat, scratch);
-    } else {
-      sum_wg = warp_sum(sum_wg);
-      sum_wg_xhat = warp_sum(sum_wg_xhat);
-    }
+    sum_wg = row_sum<Block>(sum_wg, scratch);
+    sum_wg_xhat = row_sum<Block>(sum_wg_xhat, scratch);
     const A a = sum_wg / static_cast<A>(cols), b = sum_wg_xhat / static_cast<A>(cols);
     for_row_quads(row, cols, split, d, [&](int64_t i, int64_t j, uint32_t word) {
       const A wg = convert<A>(g[i]) * param_or(weight, j, A(1));
