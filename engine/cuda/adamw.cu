@@ -100,11 +100,8 @@ void adamw_typed(const std::vector<size_t>& indices, const std::vector<Tensor>& 
       batch.exp_avg_sq[slot] = static_cast<T*>(exp_avg_sqs[index].data_ptr());
       batch.numel[slot] = params[index].numel();
     }
+    set_block_map(batch, plan);
     const int blocks = static_cast<int>(plan.block_tensor.size());
-    for (int b = 0; b < blocks; ++b) {
-      batch.block_tensor[b] = static_cast<uint16_t>(plan.block_tensor[b]);
-      batch.block_chunk[b] = static_cast<int32_t>(plan.block_chunk[b]);
-    }
     adamw_kernel<T><<<blocks, kThreads, 0, stream()>>>(batch, scalars);
     FG_CUDA_LAUNCH_CHECK("adamw");
   }

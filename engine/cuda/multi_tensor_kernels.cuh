@@ -44,10 +44,7 @@ FloatBatch make_batch(const MultiTensorLaunch& plan, Data data_of, Numel numel_o
     batch.data[slot] = data_of(plan.tensors[slot]);
     batch.numel[slot] = numel_of(plan.tensors[slot]);
   }
-  for (size_t b = 0; b < plan.block_tensor.size(); ++b) {
-    batch.block_tensor[b] = static_cast<uint16_t>(plan.block_tensor[b]);
-    batch.block_chunk[b] = static_cast<int32_t>(plan.block_chunk[b]);
-  }
+  set_block_map(batch, plan);
   return batch;
 }
 

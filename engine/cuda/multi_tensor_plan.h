@@ -52,4 +52,14 @@ inline std::vector<MultiTensorLaunch> plan_multi_tensor_launches(const std::vect
   return launches;
 }
 
+// Copies a launch's block -> (slot, chunk) map into a kernel argument with
+// block_tensor and block_chunk arrays (room checked by the plan's max_blocks).
+template <class Batch>
+void set_block_map(Batch& batch, const MultiTensorLaunch& plan) {
+  for (size_t b = 0; b < plan.block_tensor.size(); ++b) {
+    batch.block_tensor[b] = static_cast<uint16_t>(plan.block_tensor[b]);
+    batch.block_chunk[b] = static_cast<int32_t>(plan.block_chunk[b]);
+  }
+}
+
 }  // namespace fg::cuda

@@ -88,20 +88,15 @@ Gradients gradients_of(const std::vector<Tensor>& params) {
   return out;
 }
 
-}  // namespace
-
-Tensor grad_norm(const std::vector<Tensor>& params) {
-  NoGradGuard no_grad;
-  const Gradients all = gradients_of(params);
+// The norm of all the gradients; params names the device when there are none.
+Tensor norm_of(const Gradients& all, const std::vector<Tensor>& params) {
   if (all.uniform && !all.grads.empty()) {
     const Tensor total = Tensor::empty({}, DType::Float32, all.grads.front().device());
     backend_of(total).sum_squares_many(all.grads, total);
     return sqrt(total);
   }
   Tensor total;
-  for (const Tensor& p : params) {
-    const Tensor g = p.grad();
-    if (!g.defined()) continue;
+  for (const Tensor& g : all.grads) {
     const Tensor gf = g.to(float_math_dtype(g.dtype())).contiguous();
     const Tensor sq = Tensor::empty({}, gf.dtype(), gf.device());
     backend_of(gf).sum_squares(gf, sq);  // one fused pass where the backend has one
@@ -114,14 +109,21 @@ Tensor grad_norm(const std::vector<Tensor>& params) {
   return sqrt(total);
 }
 
+}  // namespace
+
+Tensor grad_norm(const std::vector<Tensor>& params) {
+  NoGradGuard no_grad;
+  return norm_of(gradients_of(params), params);
+}
+
 Tensor clip_grad_norm_(const std::vector<Tensor>& params, double max_norm) {
   NoGradGuard no_grad;
-  const Tensor norm = grad_norm(params);
+  const Gradients all = gradients_of(params);
+  const Tensor norm = norm_of(all, params);
   // coefficient = min(max_norm / (norm + 1e-6), 1), kept on the device.
   const Tensor coef = minimum(div(Tensor::scalar(max_norm, norm.dtype(), norm.device()), add(norm, 1e-6)),
                               Tensor::scalar(1.0, norm.dtype(), norm.device()));
-  const Gradients all = gradients_of(params);
-  if (all.uniform && !all.grads.empty() && coef.dtype() == DType::Float32) {
+  if (all.uniform && !all.grads.empty()) {  // a float32 norm, so a float32 coef
     backend_of(coef).scale_many(all.grads, coef);
     return norm;
   }
