@@ -6,10 +6,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "cuda_emu.h"
+#include "engine/cuda/device_utils.cuh"
 #include "engine/tensor.h"
 
 namespace fg_emu_test {
@@ -28,6 +31,30 @@ inline std::vector<fg_emu::LaunchOptions> schedules() {
 inline std::string describe(const fg_emu::LaunchOptions& o) {
   return std::string(o.order == fg_emu::Order::forward ? "forward" : "reverse") + " order" +
          (o.warps_run_ahead ? ", warps run ahead" : ", in rounds");
+}
+
+// Values of element type X, drawn uniformly and kept as doubles too (rounded
+// to X, so that the reference computes on what the kernel reads).
+template <class X>
+struct Values {
+  std::vector<X> data;
+  std::vector<double> exact;
+  Values(int64_t n, std::mt19937_64& rng, float lo, float hi) {
+    std::uniform_real_distribution<float> dist(lo, hi);
+    for (int64_t i = 0; i < n; ++i) {
+      data.push_back(fg::cuda::convert<X>(dist(rng)));
+      exact.push_back(fg::cuda::convert<double>(data.back()));
+    }
+  }
+  fg::Tensor tensor(const fg::Shape& shape) const { return fg::Tensor::from_vector(exact, shape); }
+};
+
+// A kernel's results of element type X as doubles.
+template <class X>
+std::vector<double> doubles(const std::vector<X>& v) {
+  std::vector<double> out;
+  for (const X& x : v) out.push_back(fg::cuda::convert<double>(x));
+  return out;
 }
 
 inline std::vector<double> to_vector(const fg::Tensor& t) {

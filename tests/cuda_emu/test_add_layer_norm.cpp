@@ -23,32 +23,12 @@
 using namespace fg;
 using fg::cuda::convert;
 using fg_emu_test::check_close;
+using fg_emu_test::doubles;
 using fg_emu_test::to_vector;
+using fg_emu_test::Values;
 namespace ln = fg::cuda::layer_norm_detail;
 
 namespace {
-
-template <class X>
-std::vector<X> draw(int64_t n, std::mt19937_64& rng, float lo, float hi) {
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<X> out;
-  for (int64_t i = 0; i < n; ++i) out.push_back(convert<X>(dist(rng)));
-  return out;
-}
-
-template <class X>
-Tensor exact(const std::vector<X>& v, const Shape& shape) {
-  std::vector<double> d;
-  for (const X& x : v) d.push_back(convert<double>(x));
-  return Tensor::from_vector(d, shape);
-}
-
-template <class X>
-std::vector<double> doubles(const std::vector<X>& v) {
-  std::vector<double> out;
-  for (const X& x : v) out.push_back(convert<double>(x));
-  return out;
-}
 
 struct Case {
   int64_t rows, cols;
@@ -68,20 +48,19 @@ void run(const Case& c) {
   const int64_t rows = c.rows, cols = c.cols, n = rows * cols;
   const double eps = 1e-5, p = 0.25;
   std::mt19937_64 rng(static_cast<uint64_t>(rows * 131 + cols));
-  const std::vector<T> residual = draw<T>(n, rng, 1.0f, 3.0f), grad = draw<T>(n, rng, -1.0f, 1.0f);
-  const std::vector<X> x = draw<X>(n, rng, -2.0f, 2.0f);
-  const std::vector<T> weight = draw<T>(cols, rng, 0.5f, 1.5f),
-                       bias = draw<T>(cols, rng, -0.5f, 0.5f);
+  const Values<T> residual(n, rng, 1.0f, 3.0f), grad(n, rng, -1.0f, 1.0f);
+  const Values<X> x(n, rng, -2.0f, 2.0f);
+  const Values<T> weight(cols, rng, 0.5f, 1.5f), bias(cols, rng, -0.5f, 0.5f);
   const DropoutArgs drop{p, 0x1234567890abcdefull, 17, false};
 
   // Expected: the CPU backend's composition in float64, the same draw.
   Backend& cpu = backend_for(kCPU);
   const Shape shape{rows, cols};
   AddLayerNormArgs ref;
-  ref.residual = exact(residual, shape);
-  ref.x = exact(x, shape);
-  ref.weight = c.params ? exact(weight, {cols}) : Tensor();
-  ref.bias = c.params ? exact(bias, {cols}) : Tensor();
+  ref.residual = residual.tensor(shape);
+  ref.x = x.tensor(shape);
+  ref.weight = c.params ? weight.tensor({cols}) : Tensor();
+  ref.bias = c.params ? bias.tensor({cols}) : Tensor();
   ref.dropout = drop;
   ref.eps = eps;
   ref.rows = rows;
@@ -92,7 +71,7 @@ void run(const Case& c) {
   ref.rstd = Tensor::empty({rows}, DType::Float64);
   cpu.add_layer_norm(ref);
   AddLayerNormBackwardArgs ref_back = ref.backward();
-  ref_back.grad = exact(grad, shape);
+  ref_back.grad = grad.tensor(shape);
   ref_back.grad_residual = Tensor::empty(shape, DType::Float64);
   ref_back.grad_x = Tensor::empty(shape, DType::Float64);
   cpu.add_layer_norm_backward(ref_back);
@@ -100,8 +79,8 @@ void run(const Case& c) {
   const ln::RowLaunch launch = ln::row_launch(rows, cols);
   REQUIRE(launch.block_per_row == Block);
   const dim3 grid(static_cast<unsigned>(launch.grid)), block(launch.threads);
-  const T* wp = c.params ? weight.data() : nullptr;
-  const T* bp = c.params ? bias.data() : nullptr;
+  const T* wp = c.params ? weight.data.data() : nullptr;
+  const T* bp = c.params ? bias.data.data() : nullptr;
   const ln::RowDropout d{true, drop.seed, drop.offset, static_cast<float>(p)};
   const C scale = static_cast<C>(1.0 / (1.0 - p));
   // float32 carries the float sums' rounding; a bfloat16 branch its kept
@@ -114,7 +93,7 @@ void run(const Case& c) {
     std::vector<X> gx(static_cast<size_t>(n), convert<X>(NAN));
     std::vector<A> mean(static_cast<size_t>(rows), NAN), rstd(mean);
     fg_emu::launch(options, grid, block, 0, ln::add_layer_norm_forward<T, X, T, Block>,
-                   residual.data(), x.data(), wp, bp, sum.data(), y.data(), mean.data(),
+                   residual.data.data(), x.data.data(), wp, bp, sum.data(), y.data(), mean.data(),
                    rstd.data(), rows, cols, eps, d, scale);
     check_close(doubles(sum), to_vector(ref.sum), tolerance, where + ": sum");
     check_close(doubles(y), to_vector(ref.out), tolerance, where + ": y");
@@ -128,7 +107,7 @@ void run(const Case& c) {
       T* grp = wanted != 2 ? gr.data() : nullptr;
       X* gxp = wanted != 1 ? gx.data() : nullptr;
       fg_emu::launch(options, grid, block, 0, ln::add_layer_norm_backward_input<T, X, T, Block>,
-                     grad.data(), static_cast<const T*>(sum.data()),
+                     grad.data.data(), static_cast<const T*>(sum.data()),
                      static_cast<const A*>(mean.data()), static_cast<const A*>(rstd.data()), wp,
                      grp, gxp, rows, cols, d, scale);
       const std::string which = where + (wanted == 0   ? ""

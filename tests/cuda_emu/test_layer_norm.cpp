@@ -20,33 +20,12 @@
 using namespace fg;
 using fg::cuda::convert;
 using fg_emu_test::check_close;
+using fg_emu_test::doubles;
+using fg_emu_test::Values;
 using fg_emu_test::to_vector;
 namespace ln = fg::cuda::layer_norm_detail;
 
 namespace {
-
-// Values of element type X, drawn uniformly and kept as doubles too (rounded
-// to X, so that the reference computes on what the kernel reads).
-template <class X>
-struct Values {
-  std::vector<X> data;
-  std::vector<double> exact;
-  Values(int64_t n, std::mt19937_64& rng, float lo, float hi) {
-    std::uniform_real_distribution<float> dist(lo, hi);
-    for (int64_t i = 0; i < n; ++i) {
-      data.push_back(convert<X>(dist(rng)));
-      exact.push_back(convert<double>(data.back()));
-    }
-  }
-  Tensor tensor(const Shape& shape) const { return Tensor::from_vector(exact, shape); }
-};
-
-template <class X>
-std::vector<double> doubles(const std::vector<X>& v) {
-  std::vector<double> out;
-  for (const X& x : v) out.push_back(convert<double>(x));
-  return out;
-}
 
 template <class X>
 DType dtype_of() {

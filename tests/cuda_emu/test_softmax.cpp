@@ -19,17 +19,11 @@
 using namespace fg;
 using fg::cuda::convert;
 using fg_emu_test::check_close;
+using fg_emu_test::doubles;
 using fg_emu_test::to_vector;
 namespace sm = fg::cuda::softmax_detail;
 
 namespace {
-
-template <class X>
-std::vector<double> doubles(const std::vector<X>& v) {
-  std::vector<double> out;
-  for (const X& x : v) out.push_back(convert<double>(x));
-  return out;
-}
 
 struct Case {
   int64_t outer, n, inner;
