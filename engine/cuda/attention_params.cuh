@@ -43,6 +43,19 @@ __device__ __forceinline__ int64_t head_offset(const HeadLayout& l, int64_t b, i
   return b * l.batch + h * l.head;
 }
 
+// Row `row` of head (b, h) of an operand laid out as `l` (an input: const; a
+// result: writable).
+template <class T>
+__device__ __forceinline__ const T* head_row(const void* base, const HeadLayout& l, int64_t b,
+                                             int64_t h, int64_t row = 0) {
+  return static_cast<const T*>(base) + head_offset(l, b, h) + row * l.row;
+}
+template <class T>
+__device__ __forceinline__ T* head_row(void* base, const HeadLayout& l, int64_t b, int64_t h,
+                                       int64_t row = 0) {
+  return static_cast<T*>(base) + head_offset(l, b, h) + row * l.row;
+}
+
 // The mask's value at element e: 0 or 1 / (1 - p).
 __device__ __forceinline__ float mask_value(uint64_t e, const AttentionParams& p) {
   const Philox4 r = philox4x32(e >> 2, p.offset, p.seed);

@@ -66,13 +66,15 @@ __device__ inline void apply_row_dropout(float* buf, int n, uint64_t row_base,
   }
 }
 
-// Stages rows [0, rows) of a (row-strided, unit column stride) matrix in shared
-// memory as float, times `factor`, with padded rows.
+// Stages rows [0, rows) of head (b, h) of an operand in shared memory as
+// float, times `factor`, with padded rows.
 template <class T, int D>
-__device__ void stage_rows(float* dst, const T* src, int64_t row_stride, int rows, float factor) {
+__device__ void stage_head(float* dst, const void* base, const HeadLayout& layout, int64_t b,
+                           int64_t h, int rows, float factor) {
+  const T* src = head_row<T>(base, layout, b, h);
   for (int idx = threadIdx.x; idx < rows * D; idx += blockDim.x) {
     const int r = idx / D, d = idx % D;
-    dst[r * padded<D>() + d] = convert<float>(src[r * row_stride + d]) * factor;
+    dst[r * padded<D>() + d] = convert<float>(src[r * layout.row + d]) * factor;
   }
 }
 
@@ -127,14 +129,12 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(AttentionPa
   float* probs = v_s + lk * padded<D>() + warp * (round4(lk) + D);
   float* q_row = probs + round4(lk);
 
-  stage_rows<T, D>(k_s, static_cast<const T*>(p.k) + head_offset(p.k_layout, b, h), p.k_layout.row,
-                   lk, 1.0f);
-  stage_rows<T, D>(v_s, static_cast<const T*>(p.v) + head_offset(p.v_layout, b, h), p.v_layout.row,
-                   lk, 1.0f);
+  stage_head<T, D>(k_s, p.k, p.k_layout, b, h, lk, 1.0f);
+  stage_head<T, D>(v_s, p.v, p.v_layout, b, h, lk, 1.0f);
   __syncthreads();
 
-  const T* q_base = static_cast<const T*>(p.q) + head_offset(p.q_layout, b, h);
-  T* o_base = static_cast<T*>(p.result) + head_offset(p.result_layout, b, h);
+  const T* q_base = head_row<T>(p.q, p.q_layout, b, h);
+  T* o_base = head_row<T>(p.result, p.result_layout, b, h);
   for (int t = 0; t < kRowsPerBlock / kWarps; ++t) {
     const int i = blockIdx.x * kRowsPerBlock + t * kWarps + warp;
     if (i >= p.q_len) break;  // warp-uniform
@@ -190,16 +190,14 @@ __global__ void __launch_bounds__(kThreads) attention_backward_query_kernel(Atte
   float* q_row = dp_buf + round4(lk);
   float* do_row = q_row + D;
 
-  stage_rows<T, D>(k_s, static_cast<const T*>(p.k) + head_offset(p.k_layout, b, h), p.k_layout.row,
-                   lk, 1.0f);
-  stage_rows<T, D>(v_s, static_cast<const T*>(p.v) + head_offset(p.v_layout, b, h), p.v_layout.row,
-                   lk, 1.0f);
+  stage_head<T, D>(k_s, p.k, p.k_layout, b, h, lk, 1.0f);
+  stage_head<T, D>(v_s, p.v, p.v_layout, b, h, lk, 1.0f);
   __syncthreads();
 
-  const T* q_base = static_cast<const T*>(p.q) + head_offset(p.q_layout, b, h);
-  const T* o_base = static_cast<const T*>(p.out) + head_offset(p.out_layout, b, h);
-  const T* do_base = static_cast<const T*>(p.grad_out) + head_offset(p.grad_out_layout, b, h);
-  T* dq_base = static_cast<T*>(p.result) + head_offset(p.result_layout, b, h);
+  const T* q_base = head_row<T>(p.q, p.q_layout, b, h);
+  const T* o_base = head_row<T>(p.out, p.out_layout, b, h);
+  const T* do_base = head_row<T>(p.grad_out, p.grad_out_layout, b, h);
+  T* dq_base = head_row<T>(p.result, p.result_layout, b, h);
   for (int t = 0; t < kRowsPerBlock / kWarps; ++t) {
     const int i = blockIdx.x * kRowsPerBlock + t * kWarps + warp;
     if (i >= p.q_len) break;  // warp-uniform
@@ -255,20 +253,18 @@ __global__ void __launch_bounds__(kThreads) attention_backward_key_kernel(Attent
   float* k_row = ds_buf + round4(lq);
   float* v_row = k_row + D;
 
-  stage_rows<T, D>(q_s, static_cast<const T*>(p.q) + head_offset(p.q_layout, b, h), p.q_layout.row,
-                   lq, p.scale);
-  stage_rows<T, D>(do_s, static_cast<const T*>(p.grad_out) + head_offset(p.grad_out_layout, b, h),
-                   p.grad_out_layout.row, lq, 1.0f);
+  stage_head<T, D>(q_s, p.q, p.q_layout, b, h, lq, p.scale);
+  stage_head<T, D>(do_s, p.grad_out, p.grad_out_layout, b, h, lq, 1.0f);
   for (int i = threadIdx.x; i < lq; i += blockDim.x) {
     lse_s[i] = p.logsumexp[bh * lq + i];
     delta_s[i] = p.delta[bh * lq + i];
   }
   __syncthreads();
 
-  const T* k_base = static_cast<const T*>(p.k) + head_offset(p.k_layout, b, h);
-  const T* v_base = static_cast<const T*>(p.v) + head_offset(p.v_layout, b, h);
-  T* dk_base = static_cast<T*>(p.result2) + head_offset(p.result2_layout, b, h);
-  T* dv_base = static_cast<T*>(p.result3) + head_offset(p.result3_layout, b, h);
+  const T* k_base = head_row<T>(p.k, p.k_layout, b, h);
+  const T* v_base = head_row<T>(p.v, p.v_layout, b, h);
+  T* dk_base = head_row<T>(p.result2, p.result2_layout, b, h);
+  T* dv_base = head_row<T>(p.result3, p.result3_layout, b, h);
   for (int t = 0; t < kRowsPerBlock / kWarps; ++t) {
     const int j = blockIdx.x * kRowsPerBlock + t * kWarps + warp;
     if (j >= lk) break;  // warp-uniform

@@ -137,15 +137,6 @@ struct alignas(16) Chunk {
   uint32_t w[4];  // 8 bfloat16 or 4 float
 };
 
-template <class T>
-__device__ __forceinline__ const T* input_of(const void* p) {
-  return static_cast<const T*>(p);
-}
-template <class T>
-__device__ __forceinline__ T* output_of(void* p) {
-  return static_cast<T*>(p);
-}
-
 // Where a thread stands: its warp, the row of the warp's 16 that its lane pair
 // owns (row = lane / 2; half = lane % 2 takes columns [32 half, 32 half + 32)
 // of a 64-wide tile, or [half D/2, (half + 1) D/2) of a D-wide row), the
@@ -295,12 +286,11 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(Params p) {
   float* o_w = reinterpret_cast<float*>(mine + L::kWideBytes + L::kPBytes);
 
   const int q_rows = rows_in_tile(p.q_len, q0, kRows);
-  load_tile<T, D>(q_s, input_of<T>(p.q) + head_offset(p.q_layout, b, h) + q0 * p.q_layout.row,
-                  p.q_layout.row, q_rows, p.vector_io);
+  load_tile<T, D>(q_s, head_row<T>(p.q, p.q_layout, b, h, q0), p.q_layout.row, q_rows, p.vector_io);
   float* o_row = o_w + row * L::kOPitch;
   for (int c = half * (D / 2); c < (half + 1) * (D / 2); ++c) o_row[c] = 0.0f;
-  const T* k_base = input_of<T>(p.k) + head_offset(p.k_layout, b, h);
-  const T* v_base = input_of<T>(p.v) + head_offset(p.v_layout, b, h);
+  const T* k_base = head_row<T>(p.k, p.k_layout, b, h);
+  const T* v_base = head_row<T>(p.v, p.v_layout, b, h);
   const uint64_t mask_row = (static_cast<uint64_t>(bh) * p.q_len + i) * p.kv_len;
 
   float m = -INFINITY, l = 0.0f;
@@ -352,7 +342,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(Params p) {
   }
 
   if (row_valid) {
-    T* out = output_of<T>(p.result) + head_offset(p.result_layout, b, h) + i * p.result_layout.row;
+    T* out = head_row<T>(p.result, p.result_layout, b, h, i);
     store_half_row<T, D>(out, o_row, 1.0f / l, half, p.vector_io);
     if (half == 0) p.logsumexp[bh * p.q_len + i] = m + logf(l);
   }
@@ -378,19 +368,15 @@ __global__ void __launch_bounds__(kThreads) backward_query_kernel(Params p) {
   T* ds_w = reinterpret_cast<T*>(mine + 2 * L::kWideBytes);
 
   const int q_rows = rows_in_tile(p.q_len, q0, kRows);
-  load_tile<T, D>(q_s, input_of<T>(p.q) + head_offset(p.q_layout, b, h) + q0 * p.q_layout.row,
-                  p.q_layout.row, q_rows, p.vector_io);
-  load_tile<T, D>(
-      do_s,
-      input_of<T>(p.grad_out) + head_offset(p.grad_out_layout, b, h) + q0 * p.grad_out_layout.row,
-      p.grad_out_layout.row, q_rows, p.vector_io);
+  load_tile<T, D>(q_s, head_row<T>(p.q, p.q_layout, b, h, q0), p.q_layout.row, q_rows, p.vector_io);
+  load_tile<T, D>(do_s, head_row<T>(p.grad_out, p.grad_out_layout, b, h, q0), p.grad_out_layout.row,
+                  q_rows, p.vector_io);
 
   // Delta_i = dO_i . O_i (each lane of the pair sums half the columns)
   float delta = 0.0f, lse = 0.0f;
   if (row_valid) {
-    const T* o = input_of<T>(p.out) + head_offset(p.out_layout, b, h) + i * p.out_layout.row;
-    const T* g =
-        input_of<T>(p.grad_out) + head_offset(p.grad_out_layout, b, h) + i * p.grad_out_layout.row;
+    const T* o = head_row<T>(p.out, p.out_layout, b, h, i);
+    const T* g = head_row<T>(p.grad_out, p.grad_out_layout, b, h, i);
     for (int c = half * (D / 2); c < (half + 1) * (D / 2); ++c)
       delta += to_float(g[c]) * to_float(o[c]);
     lse = p.logsumexp[bh * p.q_len + i];
@@ -400,8 +386,8 @@ __global__ void __launch_bounds__(kThreads) backward_query_kernel(Params p) {
 
   Accumulator<T> dq[D / 16];
   for (int t = 0; t < D / 16; ++t) wmma::fill_fragment(dq[t], 0.0f);
-  const T* k_base = input_of<T>(p.k) + head_offset(p.k_layout, b, h);
-  const T* v_base = input_of<T>(p.v) + head_offset(p.v_layout, b, h);
+  const T* k_base = head_row<T>(p.k, p.k_layout, b, h);
+  const T* v_base = head_row<T>(p.v, p.v_layout, b, h);
   const uint64_t mask_row = (static_cast<uint64_t>(bh) * p.q_len + i) * p.kv_len;
 
   for (int n0 = 0; n0 < p.kv_len; n0 += kCols) {
@@ -444,7 +430,7 @@ __global__ void __launch_bounds__(kThreads) backward_query_kernel(Params p) {
   }
   __syncwarp();
   if (row_valid) {
-    T* out = output_of<T>(p.result) + head_offset(p.result_layout, b, h) + i * p.result_layout.row;
+    T* out = head_row<T>(p.result, p.result_layout, b, h, i);
     store_half_row<T, D>(out, s_w + row * L::kWide, 1.0f, half, p.vector_io);
   }
 }
@@ -472,18 +458,16 @@ __global__ void __launch_bounds__(kThreads) backward_key_kernel(Params p) {
   T* dst_w = reinterpret_cast<T*>(mine + 2 * L::kWideBytes + L::kPBytes);
 
   const int k_rows = rows_in_tile(p.kv_len, j0, kRows);
-  load_tile<T, D>(k_s, input_of<T>(p.k) + head_offset(p.k_layout, b, h) + j0 * p.k_layout.row,
-                  p.k_layout.row, k_rows, p.vector_io);
-  load_tile<T, D>(v_s, input_of<T>(p.v) + head_offset(p.v_layout, b, h) + j0 * p.v_layout.row,
-                  p.v_layout.row, k_rows, p.vector_io);
+  load_tile<T, D>(k_s, head_row<T>(p.k, p.k_layout, b, h, j0), p.k_layout.row, k_rows, p.vector_io);
+  load_tile<T, D>(v_s, head_row<T>(p.v, p.v_layout, b, h, j0), p.v_layout.row, k_rows, p.vector_io);
 
   Accumulator<T> dk[D / 16], dv[D / 16];
   for (int t = 0; t < D / 16; ++t) {
     wmma::fill_fragment(dk[t], 0.0f);
     wmma::fill_fragment(dv[t], 0.0f);
   }
-  const T* q_base = input_of<T>(p.q) + head_offset(p.q_layout, b, h);
-  const T* do_base = input_of<T>(p.grad_out) + head_offset(p.grad_out_layout, b, h);
+  const T* q_base = head_row<T>(p.q, p.q_layout, b, h);
+  const T* do_base = head_row<T>(p.grad_out, p.grad_out_layout, b, h);
 
   for (int m0 = 0; m0 < p.q_len; m0 += kCols) {
     const int valid = rows_in_tile(p.q_len, m0, kCols);
@@ -537,10 +521,8 @@ __global__ void __launch_bounds__(kThreads) backward_key_kernel(Params p) {
   }
   __syncwarp();
   if (key_valid) {
-    T* dk_out =
-        output_of<T>(p.result2) + head_offset(p.result2_layout, b, h) + j * p.result2_layout.row;
-    T* dv_out =
-        output_of<T>(p.result3) + head_offset(p.result3_layout, b, h) + j * p.result3_layout.row;
+    T* dk_out = head_row<T>(p.result2, p.result2_layout, b, h, j);
+    T* dv_out = head_row<T>(p.result3, p.result3_layout, b, h, j);
     store_half_row<T, D>(dk_out, st_w + row * L::kWide, 1.0f, half, p.vector_io);
     store_half_row<T, D>(dv_out, dpt_w + row * L::kWide, 1.0f, half, p.vector_io);
   }
