@@ -78,6 +78,28 @@ __device__ void stage_head(float* dst, const void* base, const HeadLayout& layou
   }
 }
 
+// Where a thread stands: its lane and warp, and the block's (batch, head) pair.
+struct Place {
+  int lane, warp;
+  int64_t bh, b, h;
+};
+__device__ __forceinline__ Place place_of(const AttentionParams& p) {
+  const int64_t bh = blockIdx.y;
+  return Place{static_cast<int>(threadIdx.x % 32), static_cast<int>(threadIdx.x / 32), bh,
+               bh / p.heads, bh % p.heads};
+}
+
+// K and V of head (b, h) staged at the start of shared memory, as the forward
+// and the dQ kernel lay it out; returns where V starts (K at `shared`).
+template <class T, int D>
+__device__ float* stage_keys_values(float* shared, const AttentionParams& p, int64_t b, int64_t h) {
+  float* v_s = shared + p.kv_len * padded<D>();
+  stage_head<T, D>(shared, p.k, p.k_layout, b, h, p.kv_len, 1.0f);
+  stage_head<T, D>(v_s, p.v, p.v_layout, b, h, p.kv_len, 1.0f);
+  __syncthreads();
+  return v_s;
+}
+
 template <int D>
 __device__ __forceinline__ float dot_registers(const float (&a)[D], const float* row) {
   float acc = 0.0f;
@@ -121,17 +143,12 @@ template <class T, int D>
 __global__ void __launch_bounds__(kThreads) attention_forward_kernel(AttentionParams p) {
   FG_DYNAMIC_SHARED(float, shared);
   constexpr int kPer = D / 32;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int64_t bh = blockIdx.y, b = bh / p.heads, h = bh % p.heads;
+  const auto [lane, warp, bh, b, h] = place_of(p);
   const int lk = p.kv_len;
-  float* k_s = shared;
-  float* v_s = k_s + lk * padded<D>();
-  float* probs = v_s + lk * padded<D>() + warp * (round4(lk) + D);
+  const float* k_s = shared;
+  const float* v_s = stage_keys_values<T, D>(shared, p, b, h);
+  float* probs = shared + 2 * lk * padded<D>() + warp * (round4(lk) + D);
   float* q_row = probs + round4(lk);
-
-  stage_head<T, D>(k_s, p.k, p.k_layout, b, h, lk, 1.0f);
-  stage_head<T, D>(v_s, p.v, p.v_layout, b, h, lk, 1.0f);
-  __syncthreads();
 
   const T* q_base = head_row<T>(p.q, p.q_layout, b, h);
   T* o_base = head_row<T>(p.result, p.result_layout, b, h);
@@ -180,19 +197,14 @@ template <class T, int D>
 __global__ void __launch_bounds__(kThreads) attention_backward_query_kernel(AttentionParams p) {
   FG_DYNAMIC_SHARED(float, shared);
   constexpr int kPer = D / 32;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int64_t bh = blockIdx.y, b = bh / p.heads, h = bh % p.heads;
+  const auto [lane, warp, bh, b, h] = place_of(p);
   const int lk = p.kv_len;
-  float* k_s = shared;
-  float* v_s = k_s + lk * padded<D>();
-  float* p_buf = v_s + lk * padded<D>() + warp * (2 * round4(lk) + 2 * D);
+  const float* k_s = shared;
+  const float* v_s = stage_keys_values<T, D>(shared, p, b, h);
+  float* p_buf = shared + 2 * lk * padded<D>() + warp * (2 * round4(lk) + 2 * D);
   float* dp_buf = p_buf + round4(lk);
   float* q_row = dp_buf + round4(lk);
   float* do_row = q_row + D;
-
-  stage_head<T, D>(k_s, p.k, p.k_layout, b, h, lk, 1.0f);
-  stage_head<T, D>(v_s, p.v, p.v_layout, b, h, lk, 1.0f);
-  __syncthreads();
 
   const T* q_base = head_row<T>(p.q, p.q_layout, b, h);
   const T* o_base = head_row<T>(p.out, p.out_layout, b, h);
@@ -241,8 +253,7 @@ template <class T, int D>
 __global__ void __launch_bounds__(kThreads) attention_backward_key_kernel(AttentionParams p) {
   FG_DYNAMIC_SHARED(float, shared);
   constexpr int kPer = D / 32;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int64_t bh = blockIdx.y, b = bh / p.heads, h = bh % p.heads;
+  const auto [lane, warp, bh, b, h] = place_of(p);
   const int lq = p.q_len, lk = p.kv_len;
   float* q_s = shared;  // scaled q
   float* do_s = q_s + lq * padded<D>();
