@@ -93,6 +93,7 @@ struct AttentionForwardArgs {
   Tensor logsumexp;  // (B * H * Lq) float32 (float64 for float64 inputs), written for the backward
   double scale = 1.0, dropout_p = 0.0;
   uint64_t seed = 0, offset = 0;
+  const uint64_t* offset_base = nullptr;  // Generator::offset_base at the draw
 };
 
 struct AttentionBackwardArgs {
@@ -101,6 +102,7 @@ struct AttentionBackwardArgs {
   Tensor grad_q, grad_k, grad_v;             // written, shaped as q, k, v
   double scale = 1.0, dropout_p = 0.0;
   uint64_t seed = 0, offset = 0;
+  const uint64_t* offset_base = nullptr;  // Generator::offset_base at the draw
 };
 
 // One dropout draw: probability p in (0, 1) of dropping, the generator state it
@@ -109,6 +111,9 @@ struct DropoutArgs {
   double p = 0.0;  // 0: nothing dropped
   uint64_t seed = 0, offset = 0;
   bool relu = false;
+  // Inside a captured CUDA graph: where the replay's shift of the offset lives
+  // (Generator::offset_base at the draw; philox_offset_at). Null otherwise.
+  const uint64_t* offset_base = nullptr;
   // What kept values are multiplied by, 1 / (1 - p), in the type T they are computed in.
   template <class T>
   T scale() const {
@@ -155,6 +160,11 @@ struct AddLayerNormArgs {
 struct AdamWParams {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
   int64_t step = 1;  // 1-based, after increment
+  // Inside a captured CUDA graph: a float64 device tensor of 6 values (lr,
+  // beta1, beta2, eps, weight_decay, step) the update reads instead of the
+  // fields above, written before each replay. Undefined otherwise; backends
+  // that never capture ignore it.
+  Tensor device_scalars;
 };
 
 class Backend {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "engine/cuda_graph.h"
 #include "engine/cuda_support.h"
 #include "engine/device.h"
 
@@ -62,5 +63,29 @@ void cuda_set_fused_attention(bool on) { g_fused_attention = on; }
 bool cuda_fused_attention() { return g_fused_attention; }
 void cuda_set_tensor_core_attention(bool on) { g_tensor_core_attention = on; }
 bool cuda_tensor_core_attention() { return g_tensor_core_attention; }
+
+// ---- CUDA graphs: never capturing; capturing needs a GPU
+bool cuda_graph_capturing() { return false; }
+void cuda_graph_on_replay(std::function<void()>) {
+  FG_CHECK(false, "cuda_graph_on_replay: fgmoe was built without CUDA");
+}
+const uint64_t* cuda_graph_offset_base(Generator&) {
+  FG_CHECK(false, "cuda_graph_offset_base: fgmoe was built without CUDA");
+}
+void cuda_write_float64(const Tensor&, const std::vector<double>&) {
+  FG_CHECK(false, "cuda_write_float64: fgmoe was built without CUDA");
+}
+
+struct CudaGraph::Impl {};
+CudaGraph::CudaGraph() = default;
+CudaGraph::~CudaGraph() = default;
+void CudaGraph::capture(const std::function<void()>&) {
+  FG_CHECK(false, "CudaGraph::capture: fgmoe was built without CUDA");
+}
+void CudaGraph::replay() { FG_CHECK(false, "CudaGraph::replay: nothing has been captured"); }
+bool CudaGraph::captured() const { return false; }
+size_t CudaGraph::nodes() const { return 0; }
+size_t CudaGraph::pool_bytes() const { return 0; }
+void CudaGraph::reset() {}
 
 }  // namespace fg

@@ -48,6 +48,14 @@ FG_HOST_DEVICE float philox_word_uniform_nonzero(uint32_t word) {
   return static_cast<float>((word >> 8) + 1u) * (1.0f / 16777216.0f);
 }
 
+// The offset a kernel draws with: `offset` as the op reserved it, plus, inside
+// a captured CUDA graph, the shift the replay wrote at `base` (the distance
+// its generator moved since the capture; engine/cuda_graph.h). base is null
+// outside graphs.
+FG_HOST_DEVICE uint64_t philox_offset_at(uint64_t offset, const uint64_t* base) {
+  return base ? offset + *base : offset;
+}
+
 // Whether dropout with probability p keeps the element `word` was drawn for
 // (every dropout of fgmoe, on every device, decides this way).
 FG_HOST_DEVICE bool philox_keeps(uint32_t word, float p) { return philox_word_uniform(word) >= p; }

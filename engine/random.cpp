@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "engine/backend.h"
+#include "engine/cuda_graph.h"
 #include "engine/philox.h"
 
 namespace fg {
@@ -17,8 +18,15 @@ double Generator::normal() {
   return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
 }
 
+uint64_t Generator::next_offset() {
+  if (cuda_graph_capturing()) offset_base_ = cuda_graph_offset_base(*this);
+  return offset_++;
+}
+
 uint64_t Generator::random_u64() {
-  const Philox4 r = philox4x32(0, next_offset(), seed_);
+  FG_CHECK(!cuda_graph_capturing(), "a random number drawn on the host inside a CUDA graph capture "
+           "would be the same at every replay; draw it before the captured step");
+  const Philox4 r = philox4x32(0, offset_++, seed_);
   return (static_cast<uint64_t>(r.v[0]) << 32) | r.v[1];
 }
 
@@ -43,11 +51,13 @@ void manual_seed(uint64_t seed) { default_generator().manual_seed(seed); }
 
 void uniform_(const Tensor& t, Generator& gen, double low, double high) {
   FG_CHECK(t.is_contiguous(), "uniform_: needs a contiguous tensor");
+  FG_CHECK(!cuda_graph_capturing(), "uniform_: random fills are not supported inside a CUDA graph capture");
   if (t.numel()) backend_of(t).uniform(t, gen.seed(), gen.next_offset(), low, high);
 }
 
 void normal_(const Tensor& t, Generator& gen, double mean, double std) {
   FG_CHECK(t.is_contiguous(), "normal_: needs a contiguous tensor");
+  FG_CHECK(!cuda_graph_capturing(), "normal_: random fills are not supported inside a CUDA graph capture");
   if (t.numel()) backend_of(t).normal(t, gen.seed(), gen.next_offset(), mean, std);
 }
 

@@ -23,8 +23,14 @@ class Generator {
     seed_ = seed;
     offset_ = offset;
   }
-  // Reserves the offset for one draw.
-  uint64_t next_offset() { return offset_++; }
+  // Reserves the offset for one draw. Inside a CUDA graph capture it also
+  // registers this generator with the graph (engine/cuda_graph.h), after which
+  // offset_base() says where the kernels of the draw read their replay's shift.
+  uint64_t next_offset();
+  // Null except for a generator drawn from in the capture under way.
+  const uint64_t* offset_base() const { return offset_base_; }
+  // For the graph capture only: sets or clears offset_base().
+  void set_offset_base(const uint64_t* base) { offset_base_ = base; }
 
   // Host-side draws for code that needs a few numbers (augmentation parameters, shuffles).
   double uniform();               // [0, 1)
@@ -35,6 +41,7 @@ class Generator {
  private:
   uint64_t seed_ = 0;
   uint64_t offset_ = 0;
+  const uint64_t* offset_base_ = nullptr;
 };
 
 // The process-wide generator used when none is passed.

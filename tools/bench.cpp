@@ -25,6 +25,7 @@
 #include "data/loader.h"
 #include "engine/autocast.h"
 #include "engine/backend.h"
+#include "engine/cuda_graph.h"
 #include "engine/cuda_support.h"
 #include "engine/optim/adamw.h"
 #include "models/reference_config.h"
@@ -69,6 +70,10 @@ run:
                         even for bf16; composite: matmul, softmax, dropout and matmul as
                         separate ops (to compare them on a device; the PyTorch peer is
                         not affected)
+  --cuda-graph          CUDA: after the warm-up (at least one step), capture one whole
+                        step (forward, loss, backward, clipping, AdamW) as a CUDA graph
+                        and time its replays: one launch a step instead of hundreds
+                        (the PyTorch peers run without graphs)
   --warmup N            untimed steps first (default 2)
   --steps N             timed steps (default 5)
   --threads N           CPU threads, for fgmoe and the PyTorch peer (default: all)
@@ -117,7 +122,7 @@ struct Options {
   bool classes_given = false;
   std::map<std::string, int64_t> overrides;  // --patch-size etc.
   int warmup = 2, steps = 5, threads = 0, workers = 0;
-  bool tf32 = true, breakdown = false, compare = false, compile = false;
+  bool tf32 = true, breakdown = false, compare = false, compile = false, cuda_graph = false;
   double peak_tflops = 0;
   std::string python = FGMOE_PYTHON, data_path, json_path;
 };
@@ -150,6 +155,7 @@ Options parse_options(int argc, char** argv, bool& help) {
     else if (arg == "--threads") o.threads = static_cast<int>(positive());
     else if (arg == "--workers") o.workers = static_cast<int>(tools::option_integer(arg, value(), 0));
     else if (arg == "--breakdown") o.breakdown = true;
+    else if (arg == "--cuda-graph") o.cuda_graph = true;
     else if (arg == "--peak-tflops") {
       const std::string v = value();
       char* end = nullptr;
@@ -168,6 +174,11 @@ Options parse_options(int argc, char** argv, bool& help) {
   FG_CHECK(o.attention == "fused" || o.attention == "composite" || o.attention == "cuda-cores",
            "--attention must be fused, cuda-cores or composite, got '", o.attention, "'");
   FG_CHECK(o.workers == 0 || !o.data_path.empty(), "--workers needs --data-path");
+  FG_CHECK(!o.cuda_graph || o.device == "cuda", "--cuda-graph needs --device cuda");
+  FG_CHECK(!o.cuda_graph || o.warmup >= 1, "--cuda-graph needs at least one warm-up step (--warmup 1): "
+           "the optimizer's state and the libraries' workspaces must exist before the capture");
+  FG_CHECK(!o.cuda_graph || !o.breakdown, "--cuda-graph runs the step as one launch: --breakdown cannot "
+           "time its phases apart");
   if (o.workers == 0) o.workers = o.threads;
   if (!o.data_path.empty())
     FG_CHECK(std::filesystem::is_directory(std::filesystem::path(o.data_path) / "train"),
@@ -500,11 +511,29 @@ int main(int argc, char** argv) {
     fg_side.available = true;
     std::vector<double> wait_times, end_to_end;
     BatchUploader uploader(device);
+    // The step reads its batch from these. With --cuda-graph they become fixed
+    // tensors at the capture, and each later batch is copied into them.
+    Tensor in_images = images, in_masks = masks, in_valid = mask_valid, in_targets = targets;
+    Tensor loss;
+    auto forward_loss = [&] {
+      AutocastGuard autocast(bf16);
+      auto out = model.forward(in_images, in_masks, in_valid);
+      loss = soft_cross_entropy(out.logits, in_targets);
+      if (out.aux.defined()) loss = add(loss, mul(out.aux, config.aux_weight));
+    };
+    auto optimizer_step = [&] {
+      optim::clip_grad_norm_(model.parameters(), 5.0);
+      opt.step();
+      opt.zero_grad();
+    };
+    CudaGraph graph;
+    double capture_seconds = 0;
     for (int it = 0; it < o.warmup + o.steps; ++it) {
       if (it == o.warmup) {
         backend.synchronize();
         backend.reset_peak();
       }
+      const bool replay = o.cuda_graph && it >= o.warmup;
       const double t_start = now();
       if (loader) {
         uploader.release();
@@ -519,27 +548,54 @@ int main(int argc, char** argv) {
         uploader.commit();
         if (it >= o.warmup) wait_times.push_back(t_got - t_start);
       }
-      const double t0 = loader ? now() : t_start;  // the step proper starts from the batch in hand
-      Tensor loss;
-      {
-        AutocastGuard autocast(bf16);
-        auto out = model.forward(images, masks, mask_valid);
-        loss = soft_cross_entropy(out.logits, targets);
-        if (out.aux.defined()) loss = add(loss, mul(out.aux, config.aux_weight));
+      if (replay && !graph.captured()) {
+        // Untimed: fixed input tensors, then one step recorded (not run).
+        auto fixed = [](const Tensor& t) { return t.defined() ? t.clone().detach() : Tensor(); };
+        in_images = fixed(images);
+        in_masks = fixed(masks);
+        in_valid = fixed(mask_valid);
+        in_targets = fixed(targets);
+        backend.synchronize();
+        const double c0 = now();
+        graph.capture([&] {
+          forward_loss();
+          loss.backward();
+          optimizer_step();
+        });
+        capture_seconds = now() - c0;
+      } else if (replay) {
+        if (loader) {  // this batch into the graph's inputs (device to device, queued)
+          NoGradGuard no_grad;
+          copy_(in_images, images);
+          if (in_masks.defined()) copy_(in_masks, masks);
+          if (in_valid.defined()) copy_(in_valid, mask_valid);
+          copy_(in_targets, targets);
+        }
+      } else {
+        in_images = images;
+        in_masks = masks;
+        in_valid = mask_valid;
+        in_targets = targets;
       }
-      if (o.breakdown) backend.synchronize();
-      const double t1 = now();
-      loss.backward();
-      if (o.breakdown) backend.synchronize();
-      const double t2 = now();
-      optim::clip_grad_norm_(model.parameters(), 5.0);
-      opt.step();
-      opt.zero_grad();
+      // The step proper starts from the batch in hand (and after a capture).
+      const double t0 = loader || replay ? now() : t_start;
+      double t1 = t0, t2 = t0;
+      if (replay) {
+        graph.replay();
+      } else {
+        forward_loss();
+        if (o.breakdown) backend.synchronize();
+        t1 = now();
+        loss.backward();
+        if (o.breakdown) backend.synchronize();
+        t2 = now();
+        optimizer_step();
+      }
       backend.synchronize();
       const double t3 = now();
       if (it >= o.warmup) {
         fg_side.times.push_back(t3 - t0);
-        if (loader) end_to_end.push_back(t3 - t_start);
+        if (loader) end_to_end.push_back(t3 - t_start - (it == o.warmup ? capture_seconds : 0.0));
         if (o.breakdown) {
           fg_side.phases["forward"].push_back(t1 - t0);
           fg_side.phases["backward"].push_back(t2 - t1);
@@ -558,6 +614,20 @@ int main(int argc, char** argv) {
     }
     fg_side.max_rss = max_rss_bytes();
     if (loader) loader->stop();
+    Json graph_json;  // null without --cuda-graph
+    if (graph.captured()) {
+      const double last_loss = loss.item();  // after the last replay: a sanity check of the graph
+      FG_CHECK(std::isfinite(last_loss), "the last replay of the captured step gave a loss of ", last_loss);
+      graph_json = Json{{"nodes", graph.nodes()},
+                        {"pool_bytes", graph.pool_bytes()},
+                        {"capture_seconds", capture_seconds},
+                        {"last_loss", last_loss}};
+      std::printf("CUDA graph: one launch a step, %zu nodes, its pool %.1f MiB, captured in %.1f ms; loss "
+                  "after the last replay %.4f\n",
+                  graph.nodes(), static_cast<double>(graph.pool_bytes()) / (1 << 20), capture_seconds * 1e3,
+                  last_loss);
+      graph.reset();  // its pool back to the cache, which the peers get below
+    }
 
     // ---- the peers
     std::vector<Side> sides = {fg_side};
@@ -673,7 +743,9 @@ int main(int argc, char** argv) {
                          {"warmup", o.warmup},
                          {"steps", o.steps},
                          {"breakdown", o.breakdown},
+                         {"cuda_graph", o.cuda_graph},
                          {"data", loader ? "loader" : "synthetic"}};
+      if (!graph_json.is_null()) j["cuda_graph"] = graph_json;
       j["machine"] = Json{{"cpu", cpu_model()},
                           {"hardware_threads", std::thread::hardware_concurrency()},
                           {"load_average_before", load_before},

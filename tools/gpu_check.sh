@@ -4,7 +4,8 @@
 #   2. tests: the CUDA tests (and the CPU engine tests) through ctest,
 #   3. bench (FGMOE_GPU_BENCH=1): the whole-step comparison (soft_moe_32, batch
 #      128: bf16 with fused (tensor-core), composite and CUDA-core attention, then bf16 and
-#      fp32/TF32 against PyTorch eager and torch.compile), each run's JSON and
+#      fp32/TF32 against PyTorch eager and torch.compile, and the same replayed
+#      from a whole-step CUDA graph (--cuda-graph)), each run's JSON and
 #      output kept in the logs folder and its table printed at the end,
 #   4. sanitizers: the CUDA tests under compute-sanitizer memcheck (with the
 #      caching allocator off, so out-of-bounds accesses are not hidden in cached
@@ -115,7 +116,9 @@ if [ $STATUS -eq 0 ] && wants bench; then
   bench "bf16 composite attention" "${BF16[@]}" --attention composite --breakdown
   bench "bf16 CUDA-core attention" "${BF16[@]}" --attention cuda-cores --breakdown
   bench "bf16 against PyTorch" "${BF16[@]}" "${PEER[@]}"
+  bench "bf16 CUDA graph against PyTorch" "${BF16[@]}" --cuda-graph "${PEER[@]}"
   bench "fp32 TF32 against PyTorch" --precision fp32 "${PEER[@]}"
+  bench "fp32 TF32 CUDA graph" --precision fp32 --cuda-graph
 fi
 if [ $STATUS -eq 0 ] && wants sanitizers; then
   SANITIZER=$(command -v compute-sanitizer || true)

@@ -7,10 +7,10 @@
 //
 // The scalars that change every step (lr, the step count t) are read by the
 // kernel from a small device buffer that a one-thread kernel fills just before.
-// A captured CUDA graph of the optimizer step would bake the pointers and the
-// chunk map (fixed for a fixed set of parameters) but not these values: to
-// replay it, write the buffer (set_adamw_scalars, outside the graph or as its
-// first node with updated arguments) before each replay.
+// Inside a captured CUDA graph (engine/cuda_graph.h) the caller passes its own
+// buffer instead (AdamWParams::device_scalars), written before each replay:
+// the graph keeps the pointers and the chunk map (fixed for a fixed set of
+// parameters), not the values.
 #include "engine/cuda/multi_tensor_plan.h"
 #include "engine/cuda/device_utils.cuh"
 #include "engine/cuda/kernels.h"
@@ -24,10 +24,11 @@ constexpr int kMaxBlocks = 320;
 constexpr int64_t kChunk = 65536;
 constexpr int kThreads = 512;
 
+// The layout of AdamWParams::device_scalars (six float64 values).
 struct AdamWScalars {
-  double lr, beta1, beta2, eps, weight_decay;
-  int64_t step;
+  double lr, beta1, beta2, eps, weight_decay, step;
 };
+static_assert(sizeof(AdamWScalars) == 6 * sizeof(double), "six float64 values");
 
 template <class T>
 struct AdamWBatch {
@@ -50,8 +51,8 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ T decay_shared;
   if (threadIdx.x == 0) {
     const AdamWScalars s = *scalars;
-    const double bias1 = 1.0 - pow(s.beta1, static_cast<double>(s.step));
-    const double bias2 = 1.0 - pow(s.beta2, static_cast<double>(s.step));
+    const double bias1 = 1.0 - pow(s.beta1, s.step);
+    const double bias2 = 1.0 - pow(s.beta2, s.step);
     coefficients[0] = static_cast<T>(s.beta1);
     coefficients[1] = static_cast<T>(s.beta2);
     coefficients[2] = static_cast<T>(s.lr / bias1);
@@ -138,14 +139,24 @@ void adamw(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
     void* ptr = cached_malloc(sizeof(AdamWScalars));
     return static_cast<AdamWScalars*>(ptr);
   }();
-  const AdamWScalars values{hyper.lr,  hyper.beta1,        hyper.beta2,
-                            hyper.eps, hyper.weight_decay, hyper.step};
-  set_adamw_scalars<<<1, 1, 0, stream()>>>(scalars, values);
-  FG_CUDA_LAUNCH_CHECK("adamw");
+  const AdamWScalars* source = scalars;
+  if (hyper.device_scalars.defined()) {
+    const Tensor& t = hyper.device_scalars;
+    FG_CHECK(t.device().is_cuda() && t.dtype() == DType::Float64 && t.numel() == 6 &&
+                 t.is_contiguous(),
+             "adamw: device_scalars must be 6 contiguous float64 values on the GPU, got ",
+             shape_str(t.shape()), " ", dtype_name(t.dtype()), " on ", t.device().str());
+    source = static_cast<const AdamWScalars*>(t.data_ptr());
+  } else {
+    const AdamWScalars values{hyper.lr,  hyper.beta1,        hyper.beta2,
+                              hyper.eps, hyper.weight_decay, static_cast<double>(hyper.step)};
+    set_adamw_scalars<<<1, 1, 0, stream()>>>(scalars, values);
+    FG_CUDA_LAUNCH_CHECK("adamw");
+  }
   if (!float_indices.empty())
-    adamw_typed<float>(float_indices, params, grads, exp_avgs, exp_avg_sqs, scalars);
+    adamw_typed<float>(float_indices, params, grads, exp_avgs, exp_avg_sqs, source);
   if (!double_indices.empty())
-    adamw_typed<double>(double_indices, params, grads, exp_avgs, exp_avg_sqs, scalars);
+    adamw_typed<double>(double_indices, params, grads, exp_avgs, exp_avg_sqs, source);
 }
 
 }  // namespace fg::cuda

@@ -13,6 +13,10 @@
 // per tensor, cudaFree when it dies): slow, but compute-sanitizer's memcheck then
 // sees every out-of-bounds access instead of one that lands in a block's slack.
 //
+// CUDA graphs get pools of their own (GraphPool, below): a captured step's
+// allocations must keep their addresses for every replay, so they never mix
+// with the shared cache.
+//
 // Pinned host memory for the loader lives here too.
 #include <cuda_runtime.h>
 
@@ -51,6 +55,19 @@ size_t requested_bytes(size_t nbytes) {
   return (std::max<size_t>(nbytes, 1) + kSmallGranule - 1) / kSmallGranule * kSmallGranule;
 }
 
+}  // namespace
+
+struct GraphPool {
+  std::unordered_map<size_t, std::vector<void*>> free_blocks;  // by size
+  // Blocks of the shared cache freed during the capture: (pointer, size).
+  std::vector<std::pair<void*, size_t>> held;
+  size_t reserved = 0;  // bytes obtained from cudaMalloc for this pool
+};
+
+namespace {
+
+thread_local GraphPool* t_capture_pool = nullptr;
+
 struct Pool {
   Pool() {
     const char* exact_env = std::getenv("FGMOE_CUDA_EXACT_ALLOC");
@@ -64,6 +81,7 @@ struct Pool {
   // max_memory_allocated makes, so peaks compare without the size classes' slack.
   size_t requested = 0, peak_requested = 0;
   bool poison = false;
+  std::unordered_map<void*, GraphPool*> graph_owner;  // blocks of the graph pools
 };
 
 Pool& pool() {
@@ -88,6 +106,34 @@ void release_cached_locked(Pool& p) {
   p.free_blocks.clear();
 }
 
+// A block for a graph being captured: from the pool's free blocks, else a new
+// one (cudaMalloc is not a stream operation, so it is allowed to run, not
+// recorded, while this thread captures).
+void* graph_malloc_locked(Pool& p, GraphPool& g, size_t size) {
+  auto it = g.free_blocks.find(size);
+  if (it != g.free_blocks.end() && !it->second.empty()) {
+    void* ptr = it->second.back();
+    it->second.pop_back();
+    return ptr;
+  }
+  void* ptr = nullptr;
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  FG_CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode));
+  const cudaError_t status = cudaMalloc(&ptr, size);
+  cudaThreadExchangeStreamCaptureMode(&mode);
+  if (status != cudaSuccess) {
+    cudaGetLastError();
+    FG_CHECK(false, "CUDA out of memory while capturing a CUDA graph: allocating ", size,
+             " bytes with ", p.allocated, " bytes in use, ", p.reserved, " reserved and ", g.reserved,
+             " in the graph's pool (", cudaGetErrorString(status), ")");
+  }
+  g.reserved += size;
+  p.reserved += size;
+  ++p.device_allocations;
+  p.graph_owner.emplace(ptr, &g);
+  return ptr;
+}
+
 }  // namespace
 
 void* cached_malloc(size_t nbytes) {
@@ -96,7 +142,9 @@ void* cached_malloc(size_t nbytes) {
   std::lock_guard<std::mutex> lock(p.mutex);
   void* ptr = nullptr;
   auto it = p.exact ? p.free_blocks.end() : p.free_blocks.find(size);
-  if (it != p.free_blocks.end() && !it->second.empty()) {
+  if (t_capture_pool) {
+    ptr = graph_malloc_locked(p, *t_capture_pool, size);
+  } else if (it != p.free_blocks.end() && !it->second.empty()) {
     ptr = it->second.back();
     it->second.pop_back();
   } else {
@@ -130,6 +178,15 @@ void cached_free(void* ptr, size_t nbytes) {
   std::lock_guard<std::mutex> lock(p.mutex);
   p.allocated -= size;
   p.requested -= requested_bytes(nbytes);
+  const auto owner = p.graph_owner.find(ptr);
+  if (owner != p.graph_owner.end()) {
+    owner->second->free_blocks[size].push_back(ptr);
+    return;
+  }
+  if (t_capture_pool) {  // the graph being captured may read it at every replay
+    t_capture_pool->held.emplace_back(ptr, size);
+    return;
+  }
   if (p.exact) {
     // Queued kernels may still use the block (cudaFree is not documented to wait
     // for them): this mode is for compute-sanitizer runs, where speed does not count.
@@ -139,6 +196,41 @@ void cached_free(void* ptr, size_t nbytes) {
     return;
   }
   p.free_blocks[size].push_back(ptr);
+}
+
+GraphPool* create_graph_pool() { return new GraphPool(); }
+
+void set_capture_pool(GraphPool* pool) { t_capture_pool = pool; }
+
+size_t graph_pool_bytes(const GraphPool* pool) {
+  if (!pool) return 0;
+  std::lock_guard<std::mutex> lock(cuda::pool().mutex);
+  return pool->reserved;
+}
+
+void release_graph_pool(GraphPool* pool) {
+  if (!pool) return;
+  Pool& p = cuda::pool();
+  std::lock_guard<std::mutex> lock(p.mutex);
+  // Runs from destructors: no throw. In the exact mode blocks are not cached.
+  auto give_back = [&](void* ptr, size_t size) {
+    if (p.exact) {
+      cudaFree(ptr);
+      p.reserved -= size;
+    } else {
+      p.free_blocks[size].push_back(ptr);
+    }
+  };
+  for (auto& [size, blocks] : pool->free_blocks)
+    for (void* ptr : blocks) {
+      p.graph_owner.erase(ptr);
+      give_back(ptr, size);
+    }
+  for (auto& [ptr, size] : pool->held) give_back(ptr, size);
+  // Blocks still in use (say a loss the caller keeps) join the shared cache when freed.
+  for (auto it = p.graph_owner.begin(); it != p.graph_owner.end();)
+    it = it->second == pool ? p.graph_owner.erase(it) : std::next(it);
+  delete pool;
 }
 
 DeviceBuffer::DeviceBuffer(size_t nbytes) : ptr_(cached_malloc(nbytes)), nbytes_(nbytes) {}
@@ -187,6 +279,7 @@ void cuda_reset_peak_memory() {
 
 void cuda_empty_cache() {
   if (!cuda_available()) return;
+  FG_CHECK(!cuda::capturing(), "cuda_empty_cache: not allowed inside a CUDA graph capture (it waits for the device)");
   cuda::Pool& p = cuda::pool();
   std::lock_guard<std::mutex> lock(p.mutex);
   cuda::release_cached_locked(p);

@@ -73,7 +73,7 @@ bool rows_move_in_chunks(const Tensor& t) {
 
 AttentionParams common_params(const AttentionShape& s, const Tensor& q, const Tensor& k,
                               const Tensor& v, double scale, double dropout_p, uint64_t seed,
-                              uint64_t offset) {
+                              uint64_t offset, const uint64_t* offset_base) {
   check_head_tensor(q, s, s.q_len, "q");
   check_head_tensor(k, s, s.kv_len, "k");
   check_head_tensor(v, s, s.kv_len, "v");
@@ -93,6 +93,7 @@ AttentionParams common_params(const AttentionShape& s, const Tensor& q, const Te
   p.dropout_scale = static_cast<float>(1.0 / (1.0 - dropout_p));
   p.seed = seed;
   p.offset = offset;
+  p.offset_base = offset_base;
   p.vector_io = rows_move_in_chunks(q) && rows_move_in_chunks(k) && rows_move_in_chunks(v);
   return p;
 }
@@ -139,7 +140,8 @@ void attention(const AttentionForwardArgs& a) {
   const bool tensor_cores = tensor_core_supported(s);
   FG_CHECK(tensor_cores || cuda_core_supported(s),
            "attention: shape not supported by the fused kernel");
-  AttentionParams p = common_params(s, a.q, a.k, a.v, a.scale, a.dropout_p, a.seed, a.offset);
+  AttentionParams p = common_params(s, a.q, a.k, a.v, a.scale, a.dropout_p, a.seed, a.offset,
+                                    a.offset_base);
   check_head_tensor(a.out, s, s.q_len, "out");
   FG_CHECK(a.logsumexp.defined() && a.logsumexp.dtype() == DType::Float32 &&
                a.logsumexp.is_contiguous() && a.logsumexp.numel() == s.batch * s.heads * s.q_len,
@@ -172,7 +174,8 @@ void attention_backward(const AttentionBackwardArgs& a) {
   const bool tensor_cores = tensor_core_supported(s);
   FG_CHECK(tensor_cores || cuda_core_supported(s),
            "attention backward: shape not supported by the fused kernel");
-  AttentionParams p = common_params(s, a.q, a.k, a.v, a.scale, a.dropout_p, a.seed, a.offset);
+  AttentionParams p = common_params(s, a.q, a.k, a.v, a.scale, a.dropout_p, a.seed, a.offset,
+                                    a.offset_base);
   check_head_tensor(a.out, s, s.q_len, "out");
   check_head_tensor(a.grad_out, s, s.q_len, "grad_out");
   check_head_tensor(a.grad_q, s, s.q_len, "grad_q");

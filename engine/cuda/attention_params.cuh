@@ -34,6 +34,7 @@ struct AttentionParams {
   bool dropout = false;
   float dropout_p = 0.0f, dropout_scale = 1.0f;
   uint64_t seed = 0, offset = 0;
+  const uint64_t* offset_base = nullptr;  // see philox_offset_at (null outside a CUDA graph)
   // Every pointer 16-byte aligned and every stride a multiple of 16 bytes:
   // rows may move in 16-byte pieces (the tensor-core kernels use it).
   bool vector_io = false;

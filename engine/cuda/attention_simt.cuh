@@ -142,6 +142,7 @@ __device__ __forceinline__ void weighted_row_sum(const float* weights, const flo
 template <class T, int D>
 __global__ void __launch_bounds__(kThreads) attention_forward_kernel(AttentionParams p) {
   FG_DYNAMIC_SHARED(float, shared);
+  p.offset = philox_offset_at(p.offset, p.offset_base);
   constexpr int kPer = D / 32;
   const auto [lane, warp, bh, b, h] = place_of(p);
   const int lk = p.kv_len;
@@ -196,6 +197,7 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(AttentionPa
 template <class T, int D>
 __global__ void __launch_bounds__(kThreads) attention_backward_query_kernel(AttentionParams p) {
   FG_DYNAMIC_SHARED(float, shared);
+  p.offset = philox_offset_at(p.offset, p.offset_base);
   constexpr int kPer = D / 32;
   const auto [lane, warp, bh, b, h] = place_of(p);
   const int lk = p.kv_len;
@@ -252,6 +254,7 @@ __global__ void __launch_bounds__(kThreads) attention_backward_query_kernel(Atte
 template <class T, int D>
 __global__ void __launch_bounds__(kThreads) attention_backward_key_kernel(AttentionParams p) {
   FG_DYNAMIC_SHARED(float, shared);
+  p.offset = philox_offset_at(p.offset, p.offset_base);
   constexpr int kPer = D / 32;
   const auto [lane, warp, bh, b, h] = place_of(p);
   const int lq = p.q_len, lk = p.kv_len;

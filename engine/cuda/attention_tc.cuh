@@ -274,6 +274,7 @@ template <class T, int D>
 __global__ void __launch_bounds__(kThreads) forward_kernel(Params p) {
   using L = Layout<T, D>;
   FG_DYNAMIC_SHARED(unsigned char, shared);
+  p.offset = philox_offset_at(p.offset, p.offset_base);
   const auto [warp, row, half, bh, b, h, q0, i] = place_of(p);
   const bool row_valid = i < p.q_len;
 
@@ -355,6 +356,7 @@ __global__ void __launch_bounds__(kThreads) backward_query_kernel(Params p) {
   namespace wmma = nvcuda::wmma;
   using L = Layout<T, D>;
   FG_DYNAMIC_SHARED(unsigned char, shared);
+  p.offset = philox_offset_at(p.offset, p.offset_base);
   const auto [warp, row, half, bh, b, h, q0, i] = place_of(p);
   const bool row_valid = i < p.q_len;
 
@@ -442,6 +444,7 @@ __global__ void __launch_bounds__(kThreads) backward_key_kernel(Params p) {
   namespace wmma = nvcuda::wmma;
   using L = Layout<T, D>;
   FG_DYNAMIC_SHARED(unsigned char, shared);
+  p.offset = philox_offset_at(p.offset, p.offset_base);
   const auto [warp, row, half, bh, b, h, j0, j] = place_of(p);  // j: the lane pair's key
   const bool key_valid = j < p.kv_len;
 

@@ -33,16 +33,24 @@ class CudaBackend final : public Backend {
 
   // The caller may reuse src as soon as this returns, so the copy is waited for.
   void copy_from_host(void* dst, const void* src, size_t nbytes) override {
+    FG_CHECK(!cuda::capturing(), "an upload from host memory inside a CUDA graph capture (the "
+             "graph would copy from that address at every replay, long after it is gone): "
+             "create the tensor before the captured step");
     FG_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, cuda::stream()));
     note_host_wait();  // the caller may reuse src at once
     FG_CUDA_CHECK(cudaStreamSynchronize(cuda::stream()));
   }
   void copy_to_host(void* dst, const void* src, size_t nbytes) override {
+    FG_CHECK(!cuda::capturing(), "reading a CUDA tensor on the host inside a CUDA graph capture "
+             "(nothing has run yet): read it after a replay");
     FG_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, cuda::stream()));
     note_host_wait();
     FG_CUDA_CHECK(cudaStreamSynchronize(cuda::stream()));
   }
-  void synchronize() override { FG_CUDA_CHECK(cudaStreamSynchronize(cuda::stream())); }
+  void synchronize() override {
+    FG_CHECK(!cuda::capturing(), "synchronize: not allowed inside a CUDA graph capture");
+    FG_CUDA_CHECK(cudaStreamSynchronize(cuda::stream()));
+  }
   size_t allocated_bytes() const override { return cuda_memory_stats().allocated; }
   size_t peak_bytes() const override { return cuda_memory_stats().peak_allocated; }
   void reset_peak() override { cuda_reset_peak_memory(); }

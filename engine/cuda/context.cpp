@@ -75,7 +75,7 @@ void check_launch(const char* op) {
     throw_error(__FILE__, __LINE__,
                 str_cat("CUDA kernel launch failed in ", op, ": ", cudaGetErrorName(status), " (",
                         cudaGetErrorString(status), ")"));
-  if (context().sync_checks) {
+  if (context().sync_checks && !capturing()) {  // a capture runs nothing to wait for
     const cudaError_t run = cudaStreamSynchronize(context().stream);
     if (run != cudaSuccess)
       throw_error(__FILE__, __LINE__,
@@ -112,7 +112,9 @@ int cuda_current_device() { return cuda_available() ? cuda::device_index() : -1;
 void* cuda_stream() { return cuda_available() ? static_cast<void*>(cuda::stream()) : nullptr; }
 
 void cuda_synchronize() {
-  if (cuda_available()) FG_CUDA_CHECK(cudaStreamSynchronize(cuda::stream()));
+  if (!cuda_available()) return;
+  FG_CHECK(!cuda::capturing(), "cuda_synchronize: not allowed inside a CUDA graph capture");
+  FG_CUDA_CHECK(cudaStreamSynchronize(cuda::stream()));
 }
 
 void cuda_set_allow_tf32(bool on) { cuda::g_allow_tf32 = on; }

@@ -71,4 +71,20 @@ class DeviceBuffer {
 void* cached_malloc(size_t nbytes);
 void cached_free(void* ptr, size_t nbytes);
 
+// A CUDA graph's own memory. While a thread captures into a pool, its
+// allocations come from the pool (blocks the graph writes at every replay, so
+// no one outside the graph may get them) and blocks of the shared cache freed
+// on that thread wait in the pool (the graph may still read them) until it is
+// released. Blocks of a pool freed by anyone, at any time, go back to the pool.
+struct GraphPool;
+GraphPool* create_graph_pool();
+// Routes this thread's allocations and frees to pool (nullptr: back to the shared cache).
+void set_capture_pool(GraphPool* pool);
+// Gives every block of pool to the shared cache (blocks still in use join it
+// when freed) and deletes it. The graph must be gone and its replays finished.
+void release_graph_pool(GraphPool* pool);
+size_t graph_pool_bytes(const GraphPool* pool);
+// Whether this thread is capturing a graph (engine/cuda/graph.cu).
+bool capturing();
+
 }  // namespace fg::cuda

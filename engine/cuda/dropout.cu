@@ -26,7 +26,7 @@ dim3 grid_of(int64_t n) { return dim3(static_cast<unsigned>(grid_for((n + 3) / 4
 template <class T, bool Relu>
 void launch_dropout(const T* src, T* dst, int64_t n, const DropoutArgs& a) {
   dropout_kernel<T, Relu><<<grid_of(n), kThreads, 0, stream()>>>(
-      src, dst, n, a.seed, a.offset, static_cast<float>(a.p), a.scale<compute_t<T>>(),
+      src, dst, n, a.seed, a.offset, a.offset_base, static_cast<float>(a.p), a.scale<compute_t<T>>(),
       all_aligned<T>({src, dst}));
 }
 

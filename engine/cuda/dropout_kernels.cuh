@@ -63,11 +63,14 @@ __device__ __forceinline__ void store4(T* p, int64_t first, int count, bool vect
 }
 
 // out[i] = (Relu ? max(x[i], 0) : x[i]) * (keep_i ? scale : 0). Also the
-// backward of plain dropout, with the gradient as x.
+// backward of plain dropout, with the gradient as x. offset_base: see
+// philox_offset_at (null outside a CUDA graph).
 template <class T, bool Relu>
 __global__ void dropout_kernel(const T* x, T* out, int64_t n, uint64_t seed, uint64_t offset,
-                               float threshold, compute_t<T> scale, bool vector) {
+                               const uint64_t* offset_base, float threshold, compute_t<T> scale,
+                               bool vector) {
   using C = compute_t<T>;
+  offset = philox_offset_at(offset, offset_base);
   const int64_t blocks = (n + 3) / 4;
   for (int64_t b = global_thread(); b < blocks; b += grid_threads()) {
     const Philox4 r = philox4x32(static_cast<uint64_t>(b), offset, seed);

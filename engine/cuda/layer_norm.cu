@@ -146,7 +146,7 @@ void dispatch_add_layer_norm(DType stream_type, DType branch_type, const char* n
 }
 
 RowDropout row_dropout(const DropoutArgs& a) {
-  return RowDropout{a.p > 0.0, a.seed, a.offset, static_cast<float>(a.p)};
+  return RowDropout{a.p > 0.0, a.seed, a.offset, static_cast<float>(a.p), a.offset_base};
 }
 
 }  // namespace

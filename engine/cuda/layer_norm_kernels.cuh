@@ -133,6 +133,7 @@ struct RowDropout {
   bool drop;
   uint64_t seed, offset;
   float threshold;
+  const uint64_t* offset_base;  // see philox_offset_at (null outside a CUDA graph)
 };
 
 // Calls f(i, j, r) for the elements i (column j) of row `row` this thread owns,
@@ -160,6 +161,7 @@ __global__ void add_layer_norm_forward(const T* residual, const X* x, const W* w
   using A = accum_t<T>;
   using C = compute_t<X>;
   __shared__ A scratch[32];
+  d.offset = philox_offset_at(d.offset, d.offset_base);
   const RowSplit split = row_split<Block>();
   for (int64_t row = split.first; row < rows; row += split.step) {
     A total = 0;
@@ -200,6 +202,7 @@ __global__ void add_layer_norm_backward_input(const T* g, const T* sum, const ac
   using A = accum_t<T>;
   using C = compute_t<X>;
   __shared__ A scratch[32];
+  d.offset = philox_offset_at(d.offset, d.offset_base);
   const RowSplit split = row_split<Block>();
   for (int64_t row = split.first; row < rows; row += split.step) {
     const A mu = mean[row], inv = rstd[row];

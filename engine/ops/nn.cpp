@@ -98,6 +98,15 @@ Tensor layer_norm(const Tensor& x_in, int64_t normalized_ndim, const Tensor& wei
 
 namespace {
 
+// The replay shift of a draw inside a CUDA graph capture (engine/cuda_graph.h),
+// which only CUDA kernels read: a draw for another device there would be made
+// now, once, and its offsets drawn again by the replays.
+const uint64_t* graph_offset_base(const Generator& gen, const Device& device, const char* op) {
+  FG_CHECK(!gen.offset_base() || device.is_cuda(), op, " on ", device.str(),
+           " inside a CUDA graph capture: only CUDA work can be captured");
+  return gen.offset_base();
+}
+
 Tensor dropout_impl(const Tensor& x, double p, bool training, Generator& gen, bool relu_first) {
   const char* name = relu_first ? "relu_dropout" : "dropout";
   FG_CHECK(p >= 0.0 && p <= 1.0, name, ": probability must be in [0, 1], got ", p);
@@ -108,7 +117,8 @@ Tensor dropout_impl(const Tensor& x, double p, bool training, Generator& gen, bo
   // One pass, no mask: element i is kept when the Philox draw of dropout_mask
   // keeps it; the kept values are multiplied by 1/(1-p) in float (double for
   // double) and rounded once, as PyTorch does (also for bfloat16).
-  const DropoutArgs args{p, gen.seed(), gen.next_offset(), relu_first};
+  DropoutArgs args{p, gen.seed(), gen.next_offset(), relu_first};
+  args.offset_base = graph_offset_base(gen, x.device(), name);
   const Tensor xc = x.contiguous();
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   {
@@ -167,6 +177,7 @@ Tensor add_layer_norm(const Tensor& residual, const Tensor& x_in, const Tensor& 
   a.weight = weight.defined() ? weight.detach().contiguous() : Tensor();
   a.bias = bias.defined() ? bias.detach().contiguous() : Tensor();
   a.dropout = DropoutArgs{p, gen.seed(), gen.next_offset(), false};
+  a.dropout.offset_base = graph_offset_base(gen, residual.device(), "add_layer_norm");
   a.eps = eps;
   a.rows = rows;
   a.cols = cols;
@@ -261,6 +272,7 @@ AttentionForwardArgs fused_attention_forward(const AttentionShape& shape, const 
   args.dropout_p = shape.dropout ? dropout_p : 0.0;
   args.seed = generator.seed();
   args.offset = shape.dropout ? generator.next_offset() : 0;  // one draw, as the composite's dropout
+  args.offset_base = shape.dropout ? graph_offset_base(generator, q4.device(), "attention") : nullptr;
   NoGradGuard no_grad;
   args.q = q4;
   args.k = k4;
@@ -287,6 +299,7 @@ void fused_attention_backward(const AttentionForwardArgs& saved, const Tensor& g
   b.dropout_p = saved.dropout_p;
   b.seed = saved.seed;
   b.offset = saved.offset;
+  b.offset_base = saved.offset_base;
   b.grad_out = grad_out4;
   b.grad_q = grad_q;
   b.grad_k = grad_k;

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "engine/autograd.h"
+#include "engine/cuda_graph.h"
 #include "engine/ops.h"
 
 namespace fg::optim {
@@ -18,10 +19,15 @@ AdamW::AdamW(std::vector<ParamGroup> groups, double lr, double beta1, double bet
 
 void AdamW::step() {
   NoGradGuard no_grad;
+  // Inside a CUDA graph capture the update is recorded, not run: the step
+  // counts advance, and the learning rate and step count reach the kernels,
+  // before each replay (cuda_graph_on_replay), not now.
+  const bool capturing = cuda_graph_capturing();
   size_t index = 0;
   for (const auto& group : groups_) {
     // Parameters that share a step count are updated in one backend call.
     std::vector<Tensor> params, grads, avgs, sqs;
+    std::vector<size_t> batch_states;
     int64_t step = -1;
     auto flush = [&] {
       if (params.empty()) return;
@@ -32,25 +38,43 @@ void AdamW::step() {
       hp.eps = eps_;
       hp.weight_decay = group.weight_decay;
       hp.step = step;
+      if (capturing) {
+        FG_CHECK(params[0].device().is_cuda(), "AdamW: a CUDA graph capture of parameters on ",
+                 params[0].device().str());
+        hp.device_scalars = Tensor::empty({6}, DType::Float64, params[0].device());
+        cuda_graph_on_replay([this, scalars = hp.device_scalars, states = batch_states,
+                              weight_decay = group.weight_decay] {
+          for (size_t i : states) ++states_[i].step;
+          const double t = static_cast<double>(states_[states.front()].step);
+          cuda_write_float64(scalars, {lr_, beta1_, beta2_, eps_, weight_decay, t});
+        });
+      }
       backend_of(params[0]).adamw(params, grads, avgs, sqs, hp);
       params.clear();
       grads.clear();
       avgs.clear();
       sqs.clear();
+      batch_states.clear();
     };
     for (const Tensor& p : group.params) {
-      State& s = states_[index++];
+      const size_t state_index = index++;
+      State& s = states_[state_index];
       const Tensor g = p.grad();
       if (!g.defined()) continue;
       FG_CHECK(p.is_contiguous() && g.shape() == p.shape(), "AdamW: parameter and gradient of shapes ",
                shape_str(p.shape()), " and ", shape_str(g.shape()));
       if (!s.exp_avg.defined()) {
+        FG_CHECK(!capturing, "AdamW: parameter ", state_index, " (", shape_str(p.shape()),
+                 ") has no optimizer state yet; run one step before capturing it in a CUDA graph "
+                 "(its moments would be created inside the graph and zeroed at every replay)");
         s.exp_avg = Tensor::zeros(p.shape(), p.dtype(), p.device());
         s.exp_avg_sq = Tensor::zeros(p.shape(), p.dtype(), p.device());
       }
-      ++s.step;
-      if (s.step != step) flush();
-      step = s.step;
+      const int64_t next = s.step + 1;  // the replays count it when capturing
+      if (!capturing) s.step = next;
+      if (next != step) flush();
+      step = next;
+      batch_states.push_back(state_index);
       params.push_back(p);
       grads.push_back(g.dtype() == p.dtype() && g.is_contiguous() ? g : g.to(p.dtype()).contiguous());
       avgs.push_back(s.exp_avg);

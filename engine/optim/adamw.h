@@ -20,6 +20,10 @@ class AdamW {
         double eps = 1e-8);
 
   // Applies one update to every parameter with a gradient (others are left alone).
+  // Inside a CUDA graph capture it records the update; each replay then counts
+  // the step and uses the learning rate set at that time (set_lr before
+  // replay). The optimizer must outlive the graph, and its state must exist
+  // (one step before the capture) and not be replaced while the graph is used.
   void step();
   void zero_grad();
   void set_lr(double lr) { lr_ = lr; }

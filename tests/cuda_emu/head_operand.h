@@ -166,6 +166,15 @@ struct AttentionProblem {
     clear();
   }
 
+  // Hands the kernels the dropout offset as a replay of a captured CUDA graph
+  // does: `shift` below the real one, plus the shift read from memory.
+  void as_graph_replay(uint64_t shift) {
+    replay_shift = shift;
+    params.offset -= shift;
+    params.offset_base = &replay_shift;
+  }
+  uint64_t replay_shift = 0;
+
   // Outputs, lse and delta back to NaN (before each schedule).
   void clear() {
     for (Operand<T>* o : {&out, &grad_q, &grad_k, &grad_v}) o->clear();

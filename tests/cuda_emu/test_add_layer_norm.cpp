@@ -33,6 +33,9 @@ namespace {
 struct Case {
   int64_t rows, cols;
   bool params;
+  // The kernels get the offset as a captured CUDA graph gives it: a captured
+  // offset plus the replay's shift read from memory.
+  bool graph_shift = false;
 };
 
 // T: the residual stream's type (float here), X: the branch's.
@@ -43,7 +46,8 @@ void run(const Case& c) {
   const std::string what = std::string(std::is_same_v<X, float> ? "float32" : "bfloat16") +
                            " branch, rows " + std::to_string(c.rows) + " cols " +
                            std::to_string(c.cols) + (c.params ? "" : " without parameters") +
-                           (Block ? ", block per row" : ", warp per row");
+                           (Block ? ", block per row" : ", warp per row") +
+                           (c.graph_shift ? ", graph shift" : "");
   INFO(what);
   const int64_t rows = c.rows, cols = c.cols, n = rows * cols;
   const double eps = 1e-5, p = 0.25;
@@ -81,7 +85,9 @@ void run(const Case& c) {
   const dim3 grid(static_cast<unsigned>(launch.grid)), block(launch.threads);
   const T* wp = c.params ? weight.data.data() : nullptr;
   const T* bp = c.params ? bias.data.data() : nullptr;
-  const ln::RowDropout d{true, drop.seed, drop.offset, static_cast<float>(p)};
+  const uint64_t replay_shift = 5;
+  const ln::RowDropout d{true, drop.seed, c.graph_shift ? drop.offset - replay_shift : drop.offset,
+                         static_cast<float>(p), c.graph_shift ? &replay_shift : nullptr};
   const C scale = static_cast<C>(1.0 / (1.0 - p));
   // float32 carries the float sums' rounding; a bfloat16 branch its kept
   // products rounded to bfloat16 (the reference keeps them exact).
@@ -138,6 +144,11 @@ TEST_CASE("add_layer_norm kernels (emulated): rows sharing Philox quads, no para
   run<float, float, false>({11, 45, true});
   run<float, fg::cuda::bf16, false>({9, 45, false});
   run<float, float, false>({7, 3, true});  // fewer columns than a quad
+}
+
+TEST_CASE("add_layer_norm kernels (emulated): the offset shifted by a graph replay") {
+  run<float, float, false>({11, 45, true, true});
+  run<float, fg::cuda::bf16, true>({2, 5003, true, true});
 }
 
 TEST_CASE("add_layer_norm kernels (emulated): block per row past 4096 columns") {

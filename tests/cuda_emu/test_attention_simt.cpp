@@ -33,6 +33,7 @@ namespace {
 struct Case {
   int64_t batch, heads, q_len, kv_len, pad;
   double dropout;
+  bool graph_shift = false;  // the offset as a CUDA graph replay gives it
 };
 
 template <class T, int D>
@@ -41,8 +42,9 @@ void run(const Case& c) {
                            std::to_string(c.batch) + " H " + std::to_string(c.heads) + " Lq " +
                            std::to_string(c.q_len) + " Lk " + std::to_string(c.kv_len) + " D " +
                            std::to_string(D) + " pad " + std::to_string(c.pad) + " p " +
-                           std::to_string(c.dropout);
+                           std::to_string(c.dropout) + (c.graph_shift ? " graph shift" : "");
   AttentionProblem<T> problem(c.batch, c.heads, c.q_len, c.kv_len, D, c.pad, c.dropout, 4321);
+  if (c.graph_shift) problem.as_graph_replay(1000);
 
   // float32 results carry the float sums' rounding (about 4e-7 here, more
   // where a gradient vanishes), bfloat16 ones the storage's (about 2e-3).
@@ -95,6 +97,10 @@ TEST_CASE("CUDA-core attention (emulated): the ViT's shape, 197 tokens, head dim
   run<float, 64>({2, 2, 197, 197, 0, 0.0});
   run<float, 64>({1, 2, 197, 197, 0, 0.1});
   run<fg::cuda::bf16, 64>({1, 2, 197, 197, 0, 0.1});
+}
+
+TEST_CASE("CUDA-core attention (emulated): the dropout offset shifted by a graph replay") {
+  run<float, 32>({1, 2, 70, 33, 3, 0.25, true});
 }
 
 TEST_CASE("CUDA-core attention (emulated): Lq != Lk, odd row strides, head dims 32 and 128") {

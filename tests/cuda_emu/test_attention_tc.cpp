@@ -41,11 +41,13 @@ void check(const std::vector<double>& got, const std::vector<double>& expected, 
 struct Case {
   int64_t batch, heads, q_len, kv_len, head_dim, pad;
   double dropout;
+  bool graph_shift = false;  // the offset as a CUDA graph replay gives it
 };
 
 template <class T, int D>
 void run_case(const Case& c) {
   AttentionProblem<T> problem(c.batch, c.heads, c.q_len, c.kv_len, D, c.pad, c.dropout, 1234);
+  if (c.graph_shift) problem.as_graph_replay(1000);
   const unsigned bh = static_cast<unsigned>(c.batch * c.heads);
   const auto tiles = [](int64_t n) {
     return static_cast<unsigned>((n + tc::kRows - 1) / tc::kRows);
@@ -57,7 +59,7 @@ void run_case(const Case& c) {
                              " B " + std::to_string(c.batch) + " H " + std::to_string(c.heads) +
                              " Lq " + std::to_string(c.q_len) + " Lk " + std::to_string(c.kv_len) +
                              " D " + std::to_string(c.head_dim) + " pad " + std::to_string(c.pad) +
-                             " p " + std::to_string(c.dropout) + ", " +
+                             " p " + std::to_string(c.dropout) + (c.graph_shift ? " graph shift" : "") + ", " +
                              fg_emu_test::describe(options);
     problem.clear();
     fg_emu::launch(options, dim3(tiles(c.q_len), bh), dim3(tc::kThreads),
@@ -106,6 +108,10 @@ TEST_CASE("tensor-core attention (emulated): the ViT's shape, 197 tokens, head d
     run<tc::bf16>({1, 2, 197, 197, 64, 0, p});
     run<float>({1, 2, 197, 197, 64, 0, p});
   }
+}
+
+TEST_CASE("tensor-core attention (emulated): the dropout offset shifted by a graph replay") {
+  run<tc::bf16>({2, 1, 70, 130, 32, 2, 0.1, true});
 }
 
 TEST_CASE("tensor-core attention (emulated): Lq != Lk, unaligned rows, head dims 32 and 128") {

@@ -86,16 +86,28 @@ bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
 }
 
 template <class T>
-void run(int64_t n, bool relu_first, int shift, unsigned blocks, unsigned threads) {
+// graph_shift: the kernels get the offset as a captured CUDA graph gives it, a
+// captured offset plus the replay's shift read from memory (here an offset
+// below the captured one, so the sum wraps around 2^64), and must draw what
+// the CPU draws at the real offset.
+void run(int64_t n, bool relu_first, int shift, unsigned blocks, unsigned threads,
+         bool graph_shift = false) {
   using C = fg::cuda::compute_t<T>;
   const char* type = std::is_same_v<T, float>    ? "float32"
                      : std::is_same_v<T, double> ? "float64"
                                                  : "bfloat16";
   const std::string what = std::string(type) + (relu_first ? " relu_dropout" : " dropout") + " n " +
                            std::to_string(n) + " shift " + std::to_string(shift) + " grid " +
-                           std::to_string(blocks) + "x" + std::to_string(threads);
+                           std::to_string(blocks) + "x" + std::to_string(threads) +
+                           (graph_shift ? " graph shift" : "");
   INFO(what);
   const DropoutArgs args{0.3, 0x9e3779b97f4a7c15ull, static_cast<uint64_t>(n % 7 + 3), relu_first};
+  const uint64_t replay_shift = 1000003;
+  DropoutArgs kargs = args;  // what the kernels are given
+  if (graph_shift) {
+    kargs.offset = args.offset - replay_shift;
+    kargs.offset_base = &replay_shift;
+  }
   std::mt19937_64 rng(static_cast<uint64_t>(n) * 7 + static_cast<uint64_t>(shift));
   std::normal_distribution<float> dist;
   // Buffers 64-byte aligned plus `shift` elements, so that shift 1 misaligns every pointer.
@@ -114,11 +126,11 @@ void run(int64_t n, bool relu_first, int shift, unsigned blocks, unsigned thread
 
   // Forward.
   if (relu_first)
-    fg_emu::launch(grid, block, 0, dd::dropout_kernel<T, true>, x.cptr(), y.at_ptr(), n, args.seed,
-                   args.offset, threshold, scale, vector);
+    fg_emu::launch(grid, block, 0, dd::dropout_kernel<T, true>, x.cptr(), y.at_ptr(), n, kargs.seed,
+                   kargs.offset, kargs.offset_base, threshold, scale, vector);
   else
-    fg_emu::launch(grid, block, 0, dd::dropout_kernel<T, false>, x.cptr(), y.at_ptr(), n, args.seed,
-                   args.offset, threshold, scale, vector);
+    fg_emu::launch(grid, block, 0, dd::dropout_kernel<T, false>, x.cptr(), y.at_ptr(), n, kargs.seed,
+                   kargs.offset, kargs.offset_base, threshold, scale, vector);
   const std::vector<T> y_out = y.values();
   CHECK(same_bits(y_out, cpu_result(x_in, {}, false, args)));
   CHECK(y.untouched());
@@ -129,7 +141,7 @@ void run(int64_t n, bool relu_first, int shift, unsigned blocks, unsigned thread
                    gx.at_ptr(), n, scale, vector);
   else
     fg_emu::launch(grid, block, 0, dd::dropout_kernel<T, false>, g.cptr(), gx.at_ptr(), n,
-                   args.seed, args.offset, threshold, scale, vector);
+                   kargs.seed, kargs.offset, kargs.offset_base, threshold, scale, vector);
   CHECK(same_bits(gx.values(), cpu_result(g_in, y_out, true, args)));
   CHECK(gx.untouched());
 }
@@ -141,6 +153,7 @@ void sizes_and_layouts() {
       for (int64_t n : {1, 3, 4, 5, 1001}) run<T>(n, relu_first, shift, 1, 64);
       run<T>(4099, relu_first, shift, 2, 96);  // 1025 blocks of four over 192 threads
     }
+  for (bool relu_first : {false, true}) run<T>(1001, relu_first, 0, 2, 64, true);
 }
 
 }  // namespace

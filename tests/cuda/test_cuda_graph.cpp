@@ -1,0 +1,190 @@
+// Whole-step CUDA graphs (engine/cuda_graph.h): replays of a captured training
+// step compute what eager steps compute (dropout draws moving on, the learning
+// rate and step count read at each replay), the graph's memory is its own, and
+// what a capture cannot hold is refused with a message that says what.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "cuda_test_util.h"
+#include "engine/cuda_graph.h"
+#include "tests/models/training_step.h"
+
+using namespace fg;
+
+namespace {
+
+// The step of fgmoe-bench and the trainer; returns the loss (not read here).
+Tensor train_step(testing::StepFixture& f, bool bf16) {
+  Tensor loss;
+  {
+    AutocastGuard autocast(bf16);
+    auto out = f.model.forward(f.images, f.masks);
+    loss = soft_cross_entropy(out.logits, f.targets);
+    if (out.aux.defined()) loss = add(loss, mul(out.aux, f.model.config().aux_weight));
+  }
+  loss.backward();
+  optim::clip_grad_norm_(f.model.parameters(), 5.0);
+  f.opt->step();
+  f.opt->zero_grad();
+  return loss;
+}
+
+// Largest absolute difference over every parameter of two models.
+double parameter_distance(models::SoftMoEViT& a, models::SoftMoEViT& b) {
+  const std::vector<Tensor> pa = a.parameters(), pb = b.parameters();
+  REQUIRE(pa.size() == pb.size());
+  double worst = 0.0;
+  for (size_t i = 0; i < pa.size(); ++i) {
+    const std::vector<float> va = pa[i].to(kCPU).to_vector<float>();
+    const std::vector<float> vb = pb[i].to(kCPU).to_vector<float>();
+    REQUIRE(va.size() == vb.size());
+    for (size_t j = 0; j < va.size(); ++j)
+      worst = std::max(worst, static_cast<double>(std::fabs(va[j] - vb[j])));
+  }
+  return worst;
+}
+
+}  // namespace
+
+TEST_CASE("cuda host: without a GPU a graph capture says why, and nothing is capturing") {
+  CHECK_FALSE(cuda_graph_capturing());
+  Generator gen(5);
+  CHECK(gen.next_offset() == 0);  // draws outside a capture are plain
+  CHECK(gen.offset_base() == nullptr);
+  CudaGraph graph;
+  CHECK_FALSE(graph.captured());
+  CHECK_THROWS_WITH_AS(graph.replay(), doctest::Contains("nothing has been captured"), Error);
+  if (cuda_available()) return;  // the GPU tests below cover the rest
+  bool ran = false;
+  CHECK_THROWS_WITH_AS(graph.capture([&] { ran = true; }),
+                       doctest::Contains(cuda_compiled() ? "no CUDA GPU" : "built without CUDA"),
+                       Error);
+  CHECK_FALSE(ran);
+  CHECK_FALSE(cuda_graph_capturing());
+}
+
+TEST_CASE("cuda: replays of a captured training step compute what eager steps compute") {
+  FG_SKIP_WITHOUT_GPU();
+  const models::ModelConfig c = testing::step_test_config(2);
+  for (const bool bf16 : {false, true}) {
+    INFO("bf16 autocast: " << bf16);
+    testing::StepFixture eager(c, kCUDA), graphed(c, kCUDA);
+    REQUIRE(parameter_distance(eager.model, graphed.model) == 0.0);
+    // One eager warm-up step each (the optimizer's moments come to exist).
+    train_step(eager, bf16);
+    train_step(graphed, bf16);
+
+    Tensor graph_loss;
+    CudaGraph graph;
+    const uint64_t offset_before = graphed.model.dropout_generator().offset();
+    graph.capture([&] { graph_loss = train_step(graphed, bf16); });
+    REQUIRE(graph.captured());
+    CHECK(graph.nodes() > 50);
+    CHECK(graph.pool_bytes() > 0);
+    // The capture ran nothing: the generator and the step counts stand still.
+    CHECK(graphed.model.dropout_generator().offset() == offset_before);
+    CHECK(graphed.opt->states().front().step == 1);
+
+    // Three steps with a learning rate that changes at each: read at replay time.
+    for (int k = 0; k < 3; ++k) {
+      const double lr = 1e-4 * (k + 2);
+      eager.opt->set_lr(lr);
+      graphed.opt->set_lr(lr);
+      const double eager_loss = train_step(eager, bf16).item();
+      graph.replay();
+      const double replay_loss = graph_loss.item();
+      INFO("step " << k);
+      CHECK(std::isfinite(replay_loss));
+      CHECK(replay_loss == doctest::Approx(eager_loss).epsilon(1e-5));
+      CHECK(graphed.model.dropout_generator().offset() == eager.model.dropout_generator().offset());
+      CHECK(graphed.opt->states().front().step == eager.opt->states().front().step);
+    }
+    CHECK(graphed.opt->states().front().step == 4);
+    // A replay that drew the capture's dropout masks again, or kept the captured
+    // learning rate, moves parameters by about the learning rate (1e-4).
+    CHECK(parameter_distance(eager.model, graphed.model) < 1e-6);
+
+    // Eager steps after the graph is gone continue from where the replays left off.
+    graph.reset();
+    eager.opt->set_lr(1e-4);
+    graphed.opt->set_lr(1e-4);
+    const double a = train_step(eager, bf16).item(), b = train_step(graphed, bf16).item();
+    CHECK(b == doctest::Approx(a).epsilon(1e-5));
+  }
+}
+
+TEST_CASE(
+    "cuda: a graph's memory is its own: eager tensors made between replays keep their values") {
+  FG_SKIP_WITHOUT_GPU();
+  const Tensor x = cuda_testing::on_gpu(cuda_testing::random_cpu({1 << 16}, 3));
+  const std::vector<float> xs = x.to(kCPU).to_vector<float>();
+  Tensor y;
+  CudaGraph graph;
+  // Intermediates of the same size as the eager tensors below, freed (to the
+  // graph's pool) inside the capture; the replays write them again.
+  graph.capture([&] {
+    const Tensor a = mul(x, 2.0);
+    const Tensor b = add(a, 1.0);
+    y = sum(mul(b, b));
+  });
+  double expected = 0.0;
+  for (float v : xs) expected += (2.0 * v + 1.0) * (2.0 * v + 1.0);
+  for (int k = 0; k < 3; ++k) {
+    INFO("replay " << k);
+    // Had the capture's freed blocks gone back to the shared cache, these
+    // would get them and the replay would overwrite them.
+    std::vector<Tensor> eager;
+    for (int i = 0; i < 8; ++i)
+      eager.push_back(Tensor::full({1 << 16}, 5.0, DType::Float32, kCUDA));
+    eager.push_back(Tensor::full({}, 5.0, DType::Float32, kCUDA));
+    graph.replay();
+    CHECK(y.item() == doctest::Approx(expected).epsilon(1e-4));
+    for (const Tensor& t : eager) CHECK(sum(t).item() == 5.0 * static_cast<double>(t.numel()));
+  }
+}
+
+TEST_CASE("cuda: what a capture cannot hold is refused by name, and the device works on") {
+  FG_SKIP_WITHOUT_GPU();
+  const Tensor x = cuda_testing::on_gpu(cuda_testing::random_cpu({64}, 4));
+  CudaGraph graph;
+  auto refused = [&](const std::function<void()>& step, const std::string& says) {
+    INFO("expected message: " << says);
+    CHECK_THROWS_WITH_AS(graph.capture(step), doctest::Contains(says.c_str()), Error);
+    CHECK_FALSE(graph.captured());
+    CHECK_FALSE(cuda_graph_capturing());
+    // The stream is not left capturing: eager work runs and reads back.
+    CHECK(sum(mul(x, 0.0)).item() == 0.0);
+  };
+  refused([&] { (void)sum(x).item(); }, "reading a CUDA tensor on the host");
+  refused(
+      [&] {
+        (void)Tensor::from_vector(std::vector<float>{1.f, 2.f}, {2}, kCUDA);
+      },
+      "upload from host memory");
+  refused([&] { backend_for(kCUDA).synchronize(); }, "synchronize");
+  refused(
+      [&] {
+        Generator gen(1);
+        (void)gen.uniform();
+      },
+      "drawn on the host");
+  refused(
+      [&] {
+        Generator gen(1);
+        (void)rand({4}, gen, 0.0, 1.0, DType::Float32, kCUDA);
+      },
+      "random fills");
+  refused(
+      [&] {
+        Tensor p = Tensor::zeros({4}, DType::Float32, kCUDA);
+        p.set_requires_grad(true);
+        sum(mul(p, 2.0)).backward();
+        optim::AdamW opt({{{p}, 0.0}}, 1e-3);
+        opt.step();
+      },
+      "no optimizer state yet");
+}
