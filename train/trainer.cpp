@@ -134,6 +134,24 @@ Trainer::Trainer(Config config, Communicator& comm, std::unique_ptr<BatchSource>
               std::to_string(averager_->bucket_count()) + " bucket(s)" +
               (comm_.overlaps_compute() ? ", overlapped with the backward pass" : ""));
   }
+  if (config_.flag("TRAIN.CUDA_GRAPH")) {
+    if (!device_.is_cuda())
+      log_.warn("TRAIN.CUDA_GRAPH applies to CUDA devices only; training on " + device_.str() + " without graphs");
+    else if (comm_.world_size() > 1)
+      log_.warn("TRAIN.CUDA_GRAPH is not supported with " + std::to_string(comm_.world_size()) +
+                " processes yet (the gradient all-reduce runs beside the step); training without graphs");
+    else if (config_.integer("TRAIN.ACCUMULATION_STEPS") > 1)
+      log_.warn("TRAIN.CUDA_GRAPH is not supported with TRAIN.ACCUMULATION_STEPS > 1 yet; training without graphs");
+    else
+      use_graphs_ = true;
+  }
+}
+
+bool Trainer::StepGraphs::fits(const Tensor& x, const Tensor& m, const Tensor& v, const Tensor& t) const {
+  auto same = [](const Tensor& a, const Tensor& b) {
+    return a.defined() == b.defined() && (!a.defined() || (a.shape() == b.shape() && a.dtype() == b.dtype()));
+  };
+  return same(images, x) && same(masks, m) && same(mask_valid, v) && same(targets, t);
 }
 
 void Trainer::setup_optimizer() {
@@ -272,24 +290,70 @@ bool Trainer::train_one_epoch() {
     const Tensor mask_valid = use_masks ? uploader.upload(batch.mask_valid) : Tensor();
     const Tensor targets = uploader.upload(batch_targets(batch, classes, smoothing, where));
     uploader.commit();
-    Tensor loss, aux;
-    {
-      AutocastGuard autocast(bf16);
-      auto out = model_->forward(x, masks, mask_valid);
-      loss = soft_cross_entropy(out.logits, targets);
-      aux = out.aux.defined() ? out.aux : Tensor::scalar(0.0, loss.dtype(), loss.device());
-      loss = add(loss, mul(aux, aux_weight));
-    }
-    if (accum > 1) loss = div(loss, static_cast<double>(accum));
     const bool last_micro_step = (idx + 1) % accum == 0;
-    if (last_micro_step && averager_) averager_->before_backward();
-    loss.backward();
-
-    Tensor norm;
-    if (last_micro_step) {
-      // The mean gradient over the ranks (buckets may already be on their way).
-      if (averager_) averager_->finish();
-      norm = clip > 0 ? optim::clip_grad_norm_(params, clip) : optim::grad_norm(params);
+    Tensor loss, aux, norm;
+    // Forward, loss, backward and (at the last micro-step) the mean gradient and its norm.
+    auto gradients = [&](const Tensor& xi, const Tensor& mi, const Tensor& vi, const Tensor& ti) {
+      {
+        AutocastGuard autocast(bf16);
+        auto out = model_->forward(xi, mi, vi);
+        loss = soft_cross_entropy(out.logits, ti);
+        aux = out.aux.defined() ? out.aux : Tensor::scalar(0.0, loss.dtype(), loss.device());
+        loss = add(loss, mul(aux, aux_weight));
+      }
+      if (accum > 1) loss = div(loss, static_cast<double>(accum));
+      if (last_micro_step && averager_) averager_->before_backward();
+      loss.backward();
+      if (last_micro_step) {
+        // The mean gradient over the ranks (buckets may already be on their way).
+        if (averager_) averager_->finish();
+        norm = clip > 0 ? optim::clip_grad_norm_(params, clip) : optim::grad_norm(params);
+      }
+    };
+    // TRAIN.CUDA_GRAPH: captured once the optimizer has state (after the first update).
+    if (use_graphs_ && !graphs_ && eager_updates_ > 0) {
+      try {
+        auto g = std::make_unique<StepGraphs>();
+        auto fixed = [](const Tensor& t) { return t.defined() ? t.clone().detach() : Tensor(); };
+        g->images = fixed(x);
+        g->masks = fixed(masks);
+        g->mask_valid = fixed(mask_valid);
+        g->targets = fixed(targets);
+        g->gradients.capture([&] {
+          gradients(g->images, g->masks, g->mask_valid, g->targets);
+          g->loss = loss;
+          g->aux = aux;
+          g->norm = norm;
+        });
+        g->update.capture([&] { optimizer_->step(); });
+        optimizer_->zero_grad();  // the graphs keep the gradients' memory; the host lets go
+        log_.info("CUDA graphs captured: " + std::to_string(g->gradients.nodes() + g->update.nodes()) +
+                  " nodes, " + fmt("%.0f", static_cast<double>(g->gradients.pool_bytes() + g->update.pool_bytes()) /
+                                             (1 << 20)) +
+                  " MiB of graph memory; each step is now two launches");
+        graphs_ = std::move(g);
+      } catch (const Error& e) {
+        optimizer_->zero_grad();  // gradients a failed capture left hold nothing
+        use_graphs_ = false;
+        log_.warn(std::string("TRAIN.CUDA_GRAPH: the training step could not be captured, training without "
+                              "graphs: ") + e.what());
+      }
+    }
+    const bool replay = graphs_ && graphs_->fits(x, masks, mask_valid, targets);
+    if (replay) {
+      {
+        NoGradGuard no_grad;  // this batch into the graphs' inputs (queued device copies)
+        copy_(graphs_->images, x);
+        if (masks.defined()) copy_(graphs_->masks, masks);
+        if (mask_valid.defined()) copy_(graphs_->mask_valid, mask_valid);
+        copy_(graphs_->targets, targets);
+      }
+      graphs_->gradients.replay();
+      loss = graphs_->loss;
+      aux = graphs_->aux;
+      norm = graphs_->norm;
+    } else {
+      gradients(x, masks, mask_valid, targets);
     }
     // The step's one wait for the device: loss, auxiliary loss and gradient norm in one read.
     const std::vector<double> values =
@@ -303,7 +367,12 @@ bool Trainer::train_one_epoch() {
       // Every rank sees the same reduced gradients, so every rank makes the same decision.
       if (finite) {
         optimizer_->set_lr(schedule_.for_update(state_.updates));
-        optimizer_->step();
+        if (replay) {
+          graphs_->update.replay();  // reads the learning rate just set
+        } else {
+          optimizer_->step();
+          ++eager_updates_;
+        }
         state_.nonfinite_streak = 0;
         norm_meter.update(norm_value);
       } else {

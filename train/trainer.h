@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 
+#include "engine/cuda_graph.h"
 #include "engine/optim/adamw.h"
 #include "models/alignment.h"
 #include "models/soft_moe_vit.h"
@@ -61,6 +62,16 @@ class Trainer {
   void save(const std::string& name);
   // Whether any rank was asked to stop (a collective when world > 1).
   bool stop_agreed();
+  // TRAIN.CUDA_GRAPH: the step replayed from two captured CUDA graphs, the
+  // gradients (forward, loss, backward, norm) and the update (AdamW); batches
+  // are copied into the graphs' input tensors.
+  struct StepGraphs {
+    CudaGraph gradients, update;
+    Tensor images, masks, mask_valid, targets;  // the graphs' inputs
+    Tensor loss, aux, norm;                     // their outputs, rewritten by each replay
+    // Whether a batch fits the captured inputs (shapes, and which parts it has).
+    bool fits(const Tensor& x, const Tensor& m, const Tensor& v, const Tensor& t) const;
+  };
   // PRECISION bf16 on a CUDA device: forward and loss under bf16 autocast.
   bool bf16_autocast() const { return config_.str("PRECISION") == "bf16" && device_.is_cuda(); }
   Device device_;
@@ -70,6 +81,9 @@ class Trainer {
   std::unique_ptr<models::SoftMoEViT> model_;
   std::unique_ptr<optim::AdamW> optimizer_;
   std::unique_ptr<GradientAverager> averager_;  // world > 1 only
+  bool use_graphs_ = false;                     // TRAIN.CUDA_GRAPH where it applies
+  std::unique_ptr<StepGraphs> graphs_;          // captured after the first eager update
+  int64_t eager_updates_ = 0;                   // optimizer updates run eagerly in this process
   CosineSchedule schedule_;
   TrainState state_;
   Logger log_;
