@@ -35,6 +35,8 @@ struct AttentionParams {
   float dropout_p = 0.0f, dropout_scale = 1.0f;
   uint64_t seed = 0, offset = 0;
   const uint64_t* offset_base = nullptr;  // see philox_offset_at (null outside a CUDA graph)
+  // The offset the dropout draws use (a replay's shift added inside a CUDA graph).
+  FG_HOST_DEVICE uint64_t philox_offset() const { return philox_offset_at(offset, offset_base); }
   // Every pointer 16-byte aligned and every stride a multiple of 16 bytes:
   // rows may move in 16-byte pieces (the tensor-core kernels use it).
   bool vector_io = false;
@@ -59,7 +61,7 @@ __device__ __forceinline__ T* head_row(void* base, const HeadLayout& l, int64_t 
 
 // The mask's value at element e: 0 or 1 / (1 - p).
 __device__ __forceinline__ float mask_value(uint64_t e, const AttentionParams& p) {
-  const Philox4 r = philox4x32(e >> 2, p.offset, p.seed);
+  const Philox4 r = philox4x32(e >> 2, p.philox_offset(), p.seed);
   return philox_keeps(r.v[e & 3], p.dropout_p) ? p.dropout_scale : 0.0f;
 }
 

@@ -56,7 +56,7 @@ __device__ inline void apply_row_dropout(float* buf, int n, uint64_t row_base,
                                          const AttentionParams& p, int lane) {
   const uint64_t first = row_base >> 2, last = (row_base + static_cast<uint64_t>(n) - 1) >> 2;
   for (uint64_t block = first + lane; block <= last; block += 32) {
-    const Philox4 r = philox4x32(block, p.offset, p.seed);
+    const Philox4 r = philox4x32(block, p.philox_offset(), p.seed);
 #pragma unroll
     for (int w = 0; w < 4; ++w) {
       const uint64_t e = block * 4 + w;
@@ -142,7 +142,6 @@ __device__ __forceinline__ void weighted_row_sum(const float* weights, const flo
 template <class T, int D>
 __global__ void __launch_bounds__(kThreads) attention_forward_kernel(AttentionParams p) {
   FG_DYNAMIC_SHARED(float, shared);
-  p.offset = philox_offset_at(p.offset, p.offset_base);
   constexpr int kPer = D / 32;
   const auto [lane, warp, bh, b, h] = place_of(p);
   const int lk = p.kv_len;
@@ -197,7 +196,6 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(AttentionPa
 template <class T, int D>
 __global__ void __launch_bounds__(kThreads) attention_backward_query_kernel(AttentionParams p) {
   FG_DYNAMIC_SHARED(float, shared);
-  p.offset = philox_offset_at(p.offset, p.offset_base);
   constexpr int kPer = D / 32;
   const auto [lane, warp, bh, b, h] = place_of(p);
   const int lk = p.kv_len;
@@ -254,7 +252,6 @@ __global__ void __launch_bounds__(kThreads) attention_backward_query_kernel(Atte
 template <class T, int D>
 __global__ void __launch_bounds__(kThreads) attention_backward_key_kernel(AttentionParams p) {
   FG_DYNAMIC_SHARED(float, shared);
-  p.offset = philox_offset_at(p.offset, p.offset_base);
   constexpr int kPer = D / 32;
   const auto [lane, warp, bh, b, h] = place_of(p);
   const int lq = p.q_len, lk = p.kv_len;

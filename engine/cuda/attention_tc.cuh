@@ -166,7 +166,7 @@ __device__ __forceinline__ uint32_t keep_bits32(uint64_t e0, const Params& p) {
   uint32_t bits = 0;
   const uint64_t last = (e0 + 31) >> 2;
   for (uint64_t block = e0 >> 2; block <= last; ++block) {
-    const Philox4 r = philox4x32(block, p.offset, p.seed);
+    const Philox4 r = philox4x32(block, p.philox_offset(), p.seed);
 #pragma unroll
     for (int w = 0; w < 4; ++w) {
       const uint64_t e = block * 4 + static_cast<uint64_t>(w);
@@ -274,7 +274,6 @@ template <class T, int D>
 __global__ void __launch_bounds__(kThreads) forward_kernel(Params p) {
   using L = Layout<T, D>;
   FG_DYNAMIC_SHARED(unsigned char, shared);
-  p.offset = philox_offset_at(p.offset, p.offset_base);
   const auto [warp, row, half, bh, b, h, q0, i] = place_of(p);
   const bool row_valid = i < p.q_len;
 
@@ -356,7 +355,6 @@ __global__ void __launch_bounds__(kThreads) backward_query_kernel(Params p) {
   namespace wmma = nvcuda::wmma;
   using L = Layout<T, D>;
   FG_DYNAMIC_SHARED(unsigned char, shared);
-  p.offset = philox_offset_at(p.offset, p.offset_base);
   const auto [warp, row, half, bh, b, h, q0, i] = place_of(p);
   const bool row_valid = i < p.q_len;
 
@@ -444,7 +442,6 @@ __global__ void __launch_bounds__(kThreads) backward_key_kernel(Params p) {
   namespace wmma = nvcuda::wmma;
   using L = Layout<T, D>;
   FG_DYNAMIC_SHARED(unsigned char, shared);
-  p.offset = philox_offset_at(p.offset, p.offset_base);
   const auto [warp, row, half, bh, b, h, j0, j] = place_of(p);  // j: the lane pair's key
   const bool key_valid = j < p.kv_len;
 

@@ -142,9 +142,10 @@ template <class F>
 __device__ __forceinline__ void for_row_quads(int64_t row, int64_t cols, const RowSplit& split,
                                               const RowDropout& d, F f) {
   const int64_t begin = row * cols, end = begin + cols;
+  const uint64_t offset = d.drop ? philox_offset_at(d.offset, d.offset_base) : 0;
   for (int64_t q = begin / 4 + split.lane; q < (end + 3) / 4; q += split.width) {
     Philox4 r{};
-    if (d.drop) r = philox4x32(static_cast<uint64_t>(q), d.offset, d.seed);
+    if (d.drop) r = philox4x32(static_cast<uint64_t>(q), offset, d.seed);
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
       const int64_t i = q * 4 + k;
@@ -161,7 +162,6 @@ __global__ void add_layer_norm_forward(const T* residual, const X* x, const W* w
   using A = accum_t<T>;
   using C = compute_t<X>;
   __shared__ A scratch[32];
-  d.offset = philox_offset_at(d.offset, d.offset_base);
   const RowSplit split = row_split<Block>();
   for (int64_t row = split.first; row < rows; row += split.step) {
     A total = 0;
@@ -202,7 +202,6 @@ __global__ void add_layer_norm_backward_input(const T* g, const T* sum, const ac
   using A = accum_t<T>;
   using C = compute_t<X>;
   __shared__ A scratch[32];
-  d.offset = philox_offset_at(d.offset, d.offset_base);
   const RowSplit split = row_split<Block>();
   for (int64_t row = split.first; row < rows; row += split.step) {
     const A mu = mean[row], inv = rstd[row];
