@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "engine/cuda/context.h"
+#include "engine/cuda_graph.h"
 #include "engine/cuda_support.h"
 
 namespace fg {
@@ -279,7 +280,7 @@ void cuda_reset_peak_memory() {
 
 void cuda_empty_cache() {
   if (!cuda_available()) return;
-  FG_CHECK(!cuda::capturing(), "cuda_empty_cache: not allowed inside a CUDA graph capture (it waits for the device)");
+  FG_CHECK(!cuda_graph_capturing(), "cuda_empty_cache: not allowed inside a CUDA graph capture (it waits for the device)");
   cuda::Pool& p = cuda::pool();
   std::lock_guard<std::mutex> lock(p.mutex);
   cuda::release_cached_locked(p);

@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "engine/cuda/context.h"
+#include "engine/cuda_graph.h"
 #include "engine/cuda/kernels.h"
 #include "engine/cuda_support.h"
 
@@ -33,7 +34,7 @@ class CudaBackend final : public Backend {
 
   // The caller may reuse src as soon as this returns, so the copy is waited for.
   void copy_from_host(void* dst, const void* src, size_t nbytes) override {
-    FG_CHECK(!cuda::capturing(), "an upload from host memory inside a CUDA graph capture (the "
+    FG_CHECK(!cuda_graph_capturing(), "an upload from host memory inside a CUDA graph capture (the "
              "graph would copy from that address at every replay, long after it is gone): "
              "create the tensor before the captured step");
     FG_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, cuda::stream()));
@@ -41,14 +42,14 @@ class CudaBackend final : public Backend {
     FG_CUDA_CHECK(cudaStreamSynchronize(cuda::stream()));
   }
   void copy_to_host(void* dst, const void* src, size_t nbytes) override {
-    FG_CHECK(!cuda::capturing(), "reading a CUDA tensor on the host inside a CUDA graph capture "
+    FG_CHECK(!cuda_graph_capturing(), "reading a CUDA tensor on the host inside a CUDA graph capture "
              "(nothing has run yet): read it after a replay");
     FG_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, cuda::stream()));
     note_host_wait();
     FG_CUDA_CHECK(cudaStreamSynchronize(cuda::stream()));
   }
   void synchronize() override {
-    FG_CHECK(!cuda::capturing(), "synchronize: not allowed inside a CUDA graph capture");
+    FG_CHECK(!cuda_graph_capturing(), "synchronize: not allowed inside a CUDA graph capture");
     FG_CUDA_CHECK(cudaStreamSynchronize(cuda::stream()));
   }
   size_t allocated_bytes() const override { return cuda_memory_stats().allocated; }

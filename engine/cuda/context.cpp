@@ -1,6 +1,7 @@
 // The process's device, its one stream, launch checks and the public CUDA
 // facilities of engine/cuda_support.h.
 #include "engine/cuda/context.h"
+#include "engine/cuda_graph.h"
 
 #include <algorithm>
 #include <atomic>
@@ -75,7 +76,7 @@ void check_launch(const char* op) {
     throw_error(__FILE__, __LINE__,
                 str_cat("CUDA kernel launch failed in ", op, ": ", cudaGetErrorName(status), " (",
                         cudaGetErrorString(status), ")"));
-  if (context().sync_checks && !capturing()) {  // a capture runs nothing to wait for
+  if (context().sync_checks && !cuda_graph_capturing()) {  // a capture runs nothing to wait for
     const cudaError_t run = cudaStreamSynchronize(context().stream);
     if (run != cudaSuccess)
       throw_error(__FILE__, __LINE__,
@@ -113,7 +114,7 @@ void* cuda_stream() { return cuda_available() ? static_cast<void*>(cuda::stream(
 
 void cuda_synchronize() {
   if (!cuda_available()) return;
-  FG_CHECK(!cuda::capturing(), "cuda_synchronize: not allowed inside a CUDA graph capture");
+  FG_CHECK(!cuda_graph_capturing(), "cuda_synchronize: not allowed inside a CUDA graph capture");
   FG_CUDA_CHECK(cudaStreamSynchronize(cuda::stream()));
 }
 

@@ -84,7 +84,5 @@ void set_capture_pool(GraphPool* pool);
 // when freed) and deletes it. The graph must be gone and its replays finished.
 void release_graph_pool(GraphPool* pool);
 size_t graph_pool_bytes(const GraphPool* pool);
-// Whether this thread is capturing a graph (engine/cuda/graph.cu).
-bool capturing();
 
 }  // namespace fg::cuda

@@ -73,14 +73,11 @@ std::string cuda_error_text(cudaError_t status) {
 }
 
 }  // namespace
-
-bool capturing() { return t_active != nullptr; }
-
 }  // namespace cuda
 
 struct CudaGraph::Impl : cuda::GraphData {};
 
-bool cuda_graph_capturing() { return cuda::capturing(); }
+bool cuda_graph_capturing() { return cuda::t_active != nullptr; }
 
 void cuda_graph_on_replay(std::function<void()> fn) {
   FG_CHECK(cuda::t_active, "cuda_graph_on_replay: no CUDA graph capture under way on this thread");
