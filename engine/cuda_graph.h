@@ -57,6 +57,23 @@ void cuda_write_float64(const Tensor& dst, const std::vector<double>& values);
 // capture on its first draw. Generator::next_offset calls it.
 const uint64_t* cuda_graph_offset_base(Generator& gen);
 
+// The tensors a captured step reads its batch from: copies of the batch it was
+// captured with (undefined entries stay undefined). Later batches of the same
+// shapes are copied into them (device to device, queued) before each replay.
+class GraphInputs {
+ public:
+  GraphInputs() = default;
+  explicit GraphInputs(const std::vector<Tensor>& batch);
+  const std::vector<Tensor>& tensors() const { return tensors_; }
+  // Whether batch has the same entries defined, with the same shapes and dtypes.
+  bool fits(const std::vector<Tensor>& batch) const;
+  // Copies batch into the inputs; throws when it does not fit.
+  void copy_from(const std::vector<Tensor>& batch) const;
+
+ private:
+  std::vector<Tensor> tensors_;
+};
+
 class CudaGraph {
  public:
   CudaGraph();

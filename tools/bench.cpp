@@ -511,14 +511,15 @@ int main(int argc, char** argv) {
     fg_side.available = true;
     std::vector<double> wait_times, end_to_end;
     BatchUploader uploader(device);
-    // The step reads its batch from these. With --cuda-graph they become fixed
-    // tensors at the capture, and each later batch is copied into them.
-    Tensor in_images = images, in_masks = masks, in_valid = mask_valid, in_targets = targets;
+    // What the step reads: the batch (images, masks, mask_valid, targets), or
+    // with --cuda-graph the graph's inputs, into which each batch is copied.
+    std::vector<Tensor> in;
+    GraphInputs graph_inputs;
     Tensor loss;
     auto forward_loss = [&] {
       AutocastGuard autocast(bf16);
-      auto out = model.forward(in_images, in_masks, in_valid);
-      loss = soft_cross_entropy(out.logits, in_targets);
+      auto out = model.forward(in[0], in[1], in[2]);
+      loss = soft_cross_entropy(out.logits, in[3]);
       if (out.aux.defined()) loss = add(loss, mul(out.aux, config.aux_weight));
     };
     auto optimizer_step = [&] {
@@ -548,13 +549,11 @@ int main(int argc, char** argv) {
         uploader.commit();
         if (it >= o.warmup) wait_times.push_back(t_got - t_start);
       }
+      const std::vector<Tensor> batch = {images, masks, mask_valid, targets};
       if (replay && !graph.captured()) {
         // Untimed: fixed input tensors, then one step recorded (not run).
-        auto fixed = [](const Tensor& t) { return t.defined() ? t.clone().detach() : Tensor(); };
-        in_images = fixed(images);
-        in_masks = fixed(masks);
-        in_valid = fixed(mask_valid);
-        in_targets = fixed(targets);
+        graph_inputs = GraphInputs(batch);
+        in = graph_inputs.tensors();
         backend.synchronize();
         const double c0 = now();
         graph.capture([&] {
@@ -564,18 +563,9 @@ int main(int argc, char** argv) {
         });
         capture_seconds = now() - c0;
       } else if (replay) {
-        if (loader) {  // this batch into the graph's inputs (device to device, queued)
-          NoGradGuard no_grad;
-          copy_(in_images, images);
-          if (in_masks.defined()) copy_(in_masks, masks);
-          if (in_valid.defined()) copy_(in_valid, mask_valid);
-          copy_(in_targets, targets);
-        }
+        if (loader) graph_inputs.copy_from(batch);
       } else {
-        in_images = images;
-        in_masks = masks;
-        in_valid = mask_valid;
-        in_targets = targets;
+        in = batch;
       }
       // The step proper starts from the batch in hand (and after a capture).
       const double t0 = loader || replay ? now() : t_start;

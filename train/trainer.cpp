@@ -147,11 +147,23 @@ Trainer::Trainer(Config config, Communicator& comm, std::unique_ptr<BatchSource>
   }
 }
 
-bool Trainer::StepGraphs::fits(const Tensor& x, const Tensor& m, const Tensor& v, const Tensor& t) const {
-  auto same = [](const Tensor& a, const Tensor& b) {
-    return a.defined() == b.defined() && (!a.defined() || (a.shape() == b.shape() && a.dtype() == b.dtype()));
-  };
-  return same(images, x) && same(masks, m) && same(mask_valid, v) && same(targets, t);
+void Trainer::capture_graphs(const std::vector<Tensor>& batch, const GradientsFn& gradients) {
+  try {
+    auto g = std::make_unique<StepGraphs>();
+    g->inputs = GraphInputs(batch);
+    g->gradients.capture([&] { g->outputs = gradients(g->inputs.tensors()); });
+    g->update.capture([&] { optimizer_->step(); });
+    optimizer_->zero_grad();  // the graphs keep the gradients' memory; the host lets go
+    log_.info("CUDA graphs captured: " + std::to_string(g->gradients.nodes() + g->update.nodes()) + " nodes, " +
+              fmt("%.0f", static_cast<double>(g->gradients.pool_bytes() + g->update.pool_bytes()) / (1 << 20)) +
+              " MiB of graph memory; each step is now two launches");
+    graphs_ = std::move(g);
+  } catch (const Error& e) {
+    optimizer_->zero_grad();  // gradients a failed capture left hold nothing
+    use_graphs_ = false;
+    log_.warn(std::string("TRAIN.CUDA_GRAPH: the training step could not be captured, training without graphs: ") +
+              e.what());
+  }
 }
 
 void Trainer::setup_optimizer() {
@@ -291,70 +303,39 @@ bool Trainer::train_one_epoch() {
     const Tensor targets = uploader.upload(batch_targets(batch, classes, smoothing, where));
     uploader.commit();
     const bool last_micro_step = (idx + 1) % accum == 0;
-    Tensor loss, aux, norm;
     // Forward, loss, backward and (at the last micro-step) the mean gradient and its norm.
-    auto gradients = [&](const Tensor& xi, const Tensor& mi, const Tensor& vi, const Tensor& ti) {
+    auto gradients = [&](const std::vector<Tensor>& in) {
+      StepOutputs o;
       {
         AutocastGuard autocast(bf16);
-        auto out = model_->forward(xi, mi, vi);
-        loss = soft_cross_entropy(out.logits, ti);
-        aux = out.aux.defined() ? out.aux : Tensor::scalar(0.0, loss.dtype(), loss.device());
-        loss = add(loss, mul(aux, aux_weight));
+        auto out = model_->forward(in[0], in[1], in[2]);
+        o.loss = soft_cross_entropy(out.logits, in[3]);
+        o.aux = out.aux.defined() ? out.aux : Tensor::scalar(0.0, o.loss.dtype(), o.loss.device());
+        o.loss = add(o.loss, mul(o.aux, aux_weight));
       }
-      if (accum > 1) loss = div(loss, static_cast<double>(accum));
+      if (accum > 1) o.loss = div(o.loss, static_cast<double>(accum));
       if (last_micro_step && averager_) averager_->before_backward();
-      loss.backward();
+      o.loss.backward();
       if (last_micro_step) {
         // The mean gradient over the ranks (buckets may already be on their way).
         if (averager_) averager_->finish();
-        norm = clip > 0 ? optim::clip_grad_norm_(params, clip) : optim::grad_norm(params);
+        o.norm = clip > 0 ? optim::clip_grad_norm_(params, clip) : optim::grad_norm(params);
       }
+      return o;
     };
-    // TRAIN.CUDA_GRAPH: captured once the optimizer has state (after the first update).
-    if (use_graphs_ && !graphs_ && eager_updates_ > 0) {
-      try {
-        auto g = std::make_unique<StepGraphs>();
-        auto fixed = [](const Tensor& t) { return t.defined() ? t.clone().detach() : Tensor(); };
-        g->images = fixed(x);
-        g->masks = fixed(masks);
-        g->mask_valid = fixed(mask_valid);
-        g->targets = fixed(targets);
-        g->gradients.capture([&] {
-          gradients(g->images, g->masks, g->mask_valid, g->targets);
-          g->loss = loss;
-          g->aux = aux;
-          g->norm = norm;
-        });
-        g->update.capture([&] { optimizer_->step(); });
-        optimizer_->zero_grad();  // the graphs keep the gradients' memory; the host lets go
-        log_.info("CUDA graphs captured: " + std::to_string(g->gradients.nodes() + g->update.nodes()) +
-                  " nodes, " + fmt("%.0f", static_cast<double>(g->gradients.pool_bytes() + g->update.pool_bytes()) /
-                                             (1 << 20)) +
-                  " MiB of graph memory; each step is now two launches");
-        graphs_ = std::move(g);
-      } catch (const Error& e) {
-        optimizer_->zero_grad();  // gradients a failed capture left hold nothing
-        use_graphs_ = false;
-        log_.warn(std::string("TRAIN.CUDA_GRAPH: the training step could not be captured, training without "
-                              "graphs: ") + e.what());
-      }
-    }
-    const bool replay = graphs_ && graphs_->fits(x, masks, mask_valid, targets);
+    const std::vector<Tensor> step_batch = {x, masks, mask_valid, targets};
+    // TRAIN.CUDA_GRAPH: captured once an eager update has warmed everything up.
+    if (use_graphs_ && !graphs_ && eager_update_done_) capture_graphs(step_batch, gradients);
+    const bool replay = graphs_ && graphs_->inputs.fits(step_batch);
+    StepOutputs outputs;
     if (replay) {
-      {
-        NoGradGuard no_grad;  // this batch into the graphs' inputs (queued device copies)
-        copy_(graphs_->images, x);
-        if (masks.defined()) copy_(graphs_->masks, masks);
-        if (mask_valid.defined()) copy_(graphs_->mask_valid, mask_valid);
-        copy_(graphs_->targets, targets);
-      }
+      graphs_->inputs.copy_from(step_batch);
       graphs_->gradients.replay();
-      loss = graphs_->loss;
-      aux = graphs_->aux;
-      norm = graphs_->norm;
+      outputs = graphs_->outputs;
     } else {
-      gradients(x, masks, mask_valid, targets);
+      outputs = gradients(step_batch);
     }
+    const Tensor &loss = outputs.loss, &aux = outputs.aux, &norm = outputs.norm;
     // The step's one wait for the device: loss, auxiliary loss and gradient norm in one read.
     const std::vector<double> values =
         read_scalars(norm.defined() ? std::vector<Tensor>{loss, aux, norm} : std::vector<Tensor>{loss, aux});
@@ -371,7 +352,7 @@ bool Trainer::train_one_epoch() {
           graphs_->update.replay();  // reads the learning rate just set
         } else {
           optimizer_->step();
-          ++eager_updates_;
+          eager_update_done_ = true;
         }
         state_.nonfinite_streak = 0;
         norm_meter.update(norm_value);

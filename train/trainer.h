@@ -65,13 +65,18 @@ class Trainer {
   // TRAIN.CUDA_GRAPH: the step replayed from two captured CUDA graphs, the
   // gradients (forward, loss, backward, norm) and the update (AdamW); batches
   // are copied into the graphs' input tensors.
+  // What the gradients part of a step leaves: loss, auxiliary loss, gradient norm.
+  struct StepOutputs {
+    Tensor loss, aux, norm;
+  };
+  using GradientsFn = std::function<StepOutputs(const std::vector<Tensor>& batch)>;
   struct StepGraphs {
     CudaGraph gradients, update;
-    Tensor images, masks, mask_valid, targets;  // the graphs' inputs
-    Tensor loss, aux, norm;                     // their outputs, rewritten by each replay
-    // Whether a batch fits the captured inputs (shapes, and which parts it has).
-    bool fits(const Tensor& x, const Tensor& m, const Tensor& v, const Tensor& t) const;
+    GraphInputs inputs;   // images, masks, mask_valid, targets
+    StepOutputs outputs;  // rewritten by each replay
   };
+  // Captures graphs_ for gradients(batch) and AdamW; on failure warns and turns graphs off.
+  void capture_graphs(const std::vector<Tensor>& batch, const GradientsFn& gradients);
   // PRECISION bf16 on a CUDA device: forward and loss under bf16 autocast.
   bool bf16_autocast() const { return config_.str("PRECISION") == "bf16" && device_.is_cuda(); }
   Device device_;
@@ -83,7 +88,7 @@ class Trainer {
   std::unique_ptr<GradientAverager> averager_;  // world > 1 only
   bool use_graphs_ = false;                     // TRAIN.CUDA_GRAPH where it applies
   std::unique_ptr<StepGraphs> graphs_;          // captured after the first eager update
-  int64_t eager_updates_ = 0;                   // optimizer updates run eagerly in this process
+  bool eager_update_done_ = false;              // in this process (libraries and state warmed up)
   CosineSchedule schedule_;
   TrainState state_;
   Logger log_;

@@ -17,22 +17,6 @@ using namespace fg;
 
 namespace {
 
-// The step of fgmoe-bench and the trainer; returns the loss (not read here).
-Tensor train_step(testing::StepFixture& f, bool bf16) {
-  Tensor loss;
-  {
-    AutocastGuard autocast(bf16);
-    auto out = f.model.forward(f.images, f.masks);
-    loss = soft_cross_entropy(out.logits, f.targets);
-    if (out.aux.defined()) loss = add(loss, mul(out.aux, f.model.config().aux_weight));
-  }
-  loss.backward();
-  optim::clip_grad_norm_(f.model.parameters(), 5.0);
-  f.opt->step();
-  f.opt->zero_grad();
-  return loss;
-}
-
 // Largest absolute difference over every parameter of two models.
 double parameter_distance(models::SoftMoEViT& a, models::SoftMoEViT& b) {
   const std::vector<Tensor> pa = a.parameters(), pb = b.parameters();
@@ -75,13 +59,13 @@ TEST_CASE("cuda: replays of a captured training step compute what eager steps co
     testing::StepFixture eager(c, kCUDA), graphed(c, kCUDA);
     REQUIRE(parameter_distance(eager.model, graphed.model) == 0.0);
     // One eager warm-up step each (the optimizer's moments come to exist).
-    train_step(eager, bf16);
-    train_step(graphed, bf16);
+    eager.step(bf16);
+    graphed.step(bf16);
 
     Tensor graph_loss;
     CudaGraph graph;
     const uint64_t offset_before = graphed.model.dropout_generator().offset();
-    graph.capture([&] { graph_loss = train_step(graphed, bf16); });
+    graph.capture([&] { graph_loss = graphed.step(bf16); });
     REQUIRE(graph.captured());
     CHECK(graph.nodes() > 50);
     CHECK(graph.pool_bytes() > 0);
@@ -94,7 +78,7 @@ TEST_CASE("cuda: replays of a captured training step compute what eager steps co
       const double lr = 1e-4 * (k + 2);
       eager.opt->set_lr(lr);
       graphed.opt->set_lr(lr);
-      const double eager_loss = train_step(eager, bf16).item();
+      const double eager_loss = eager.step(bf16).item();
       graph.replay();
       const double replay_loss = graph_loss.item();
       INFO("step " << k);
@@ -112,7 +96,7 @@ TEST_CASE("cuda: replays of a captured training step compute what eager steps co
     graph.reset();
     eager.opt->set_lr(1e-4);
     graphed.opt->set_lr(1e-4);
-    const double a = train_step(eager, bf16).item(), b = train_step(graphed, bf16).item();
+    const double a = eager.step(bf16).item(), b = graphed.step(bf16).item();
     CHECK(b == doctest::Approx(a).epsilon(1e-5));
   }
 }

@@ -54,7 +54,8 @@ struct StepFixture {
   }
 
   // bf16: the forward and the loss under bf16 autocast (CUDA), as fgmoe-bench runs it.
-  void step(bool bf16 = false) {
+  // Returns the loss (not read back).
+  Tensor step(bool bf16 = false) {
     Tensor loss;
     {
       AutocastGuard autocast(bf16);
@@ -66,6 +67,7 @@ struct StepFixture {
     optim::clip_grad_norm_(model.parameters(), 5.0);
     opt->step();
     opt->zero_grad();
+    return loss;
   }
 };
 
