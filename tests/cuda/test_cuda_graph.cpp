@@ -51,6 +51,26 @@ TEST_CASE("cuda host: without a GPU a graph capture says why, and nothing is cap
   CHECK_FALSE(cuda_graph_capturing());
 }
 
+TEST_CASE("cuda host: graph inputs are copies of the captured batch that later batches are copied into") {
+  const Tensor a = Tensor::full({2, 3}, 1.0), t = Tensor::full({2}, 4.0, DType::Int64);
+  GraphInputs inputs({a, Tensor(), t});
+  REQUIRE(inputs.tensors().size() == 3);
+  CHECK_FALSE(inputs.tensors()[1].defined());
+  CHECK(inputs.tensors()[0].data_ptr() != a.data_ptr());  // a copy, not the batch itself
+  const Tensor b = Tensor::full({2, 3}, 2.0), u = Tensor::full({2}, 5.0, DType::Int64);
+  CHECK(inputs.fits({b, Tensor(), u}));
+  inputs.copy_from({b, Tensor(), u});
+  CHECK(inputs.tensors()[0].to_vector<float>() == std::vector<float>(6, 2.0f));
+  CHECK(inputs.tensors()[2].to_vector<int64_t>() == std::vector<int64_t>{5, 5});
+  CHECK(a.to_vector<float>() == std::vector<float>(6, 1.0f));
+  // Another shape, dtype, a missing or an extra part: does not fit, and is refused.
+  CHECK_FALSE(inputs.fits({Tensor::full({3, 3}, 2.0), Tensor(), u}));
+  CHECK_FALSE(inputs.fits({b, Tensor(), u.to(DType::Float32)}));
+  CHECK_FALSE(inputs.fits({b, b, u}));
+  CHECK_FALSE(inputs.fits({b, Tensor()}));
+  CHECK_THROWS_WITH_AS(inputs.copy_from({b, b, u}), doctest::Contains("does not fit"), Error);
+}
+
 TEST_CASE("cuda: replays of a captured training step compute what eager steps compute") {
   FG_SKIP_WITHOUT_GPU();
   const models::ModelConfig c = testing::step_test_config(2);
