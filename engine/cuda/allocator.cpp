@@ -179,10 +179,12 @@ void cached_free(void* ptr, size_t nbytes) {
   std::lock_guard<std::mutex> lock(p.mutex);
   p.allocated -= size;
   p.requested -= requested_bytes(nbytes);
-  const auto owner = p.graph_owner.find(ptr);
-  if (owner != p.graph_owner.end()) {
-    owner->second->free_blocks[size].push_back(ptr);
-    return;
+  if (!p.graph_owner.empty()) {  // no lookup on every free while there are no graphs
+    const auto owner = p.graph_owner.find(ptr);
+    if (owner != p.graph_owner.end()) {
+      owner->second->free_blocks[size].push_back(ptr);
+      return;
+    }
   }
   if (t_capture_pool) {  // the graph being captured may read it at every replay
     t_capture_pool->held.emplace_back(ptr, size);
