@@ -165,6 +165,12 @@ struct AdamWParams {
   // fields above, written before each replay. Undefined otherwise; backends
   // that never capture ignore it.
   Tensor device_scalars;
+  // Optional: one float32 or float64 value on the parameters' device that
+  // multiplies every gradient as the update reads it (rounded to the
+  // parameters' dtype), read where it lives: gradient clipping's coefficient
+  // applied without a pass of its own over the gradients, which stay as they
+  // were. Undefined: 1.
+  Tensor grad_scale;
 };
 
 class Backend {

@@ -523,8 +523,8 @@ int main(int argc, char** argv) {
       if (out.aux.defined()) loss = add(loss, mul(out.aux, config.aux_weight));
     };
     auto optimizer_step = [&] {
-      optim::clip_grad_norm_(model.parameters(), 5.0);
-      opt.step();
+      // Clipping applied by the update as it reads the gradients, as the trainer does.
+      opt.step(optim::clip_coefficient(model.parameters(), 5.0).coef);
       opt.zero_grad();
     };
     CudaGraph graph;

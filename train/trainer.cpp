@@ -152,7 +152,7 @@ void Trainer::capture_graphs(const std::vector<Tensor>& batch, const GradientsFn
     auto g = std::make_unique<StepGraphs>();
     g->inputs = GraphInputs(batch);
     g->gradients.capture([&] { g->outputs = gradients(g->inputs.tensors()); });
-    g->update.capture([&] { optimizer_->step(); });
+    g->update.capture([&] { optimizer_->step(g->outputs.clip_coef); });
     optimizer_->zero_grad();  // the graphs keep the gradients' memory; the host lets go
     log_.info("CUDA graphs captured: " + std::to_string(g->gradients.nodes() + g->update.nodes()) + " nodes, " +
               fmt("%.0f", static_cast<double>(g->gradients.pool_bytes() + g->update.pool_bytes()) / (1 << 20)) +
@@ -319,7 +319,14 @@ bool Trainer::train_one_epoch() {
       if (last_micro_step) {
         // The mean gradient over the ranks (buckets may already be on their way).
         if (averager_) averager_->finish();
-        o.norm = clip > 0 ? optim::clip_grad_norm_(params, clip) : optim::grad_norm(params);
+        if (clip > 0) {
+          // The update applies the clipping as it reads the gradients (no pass of its own).
+          optim::ClipCoefficient c = optim::clip_coefficient(params, clip);
+          o.norm = c.norm;
+          o.clip_coef = c.coef;
+        } else {
+          o.norm = optim::grad_norm(params);
+        }
       }
       return o;
     };
@@ -351,7 +358,7 @@ bool Trainer::train_one_epoch() {
         if (replay) {
           graphs_->update.replay();  // reads the learning rate just set
         } else {
-          optimizer_->step();
+          optimizer_->step(outputs.clip_coef);
           eager_update_done_ = true;
         }
         state_.nonfinite_streak = 0;

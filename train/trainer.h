@@ -65,9 +65,11 @@ class Trainer {
   // TRAIN.CUDA_GRAPH: the step replayed from two captured CUDA graphs, the
   // gradients (forward, loss, backward, norm) and the update (AdamW); batches
   // are copied into the graphs' input tensors.
-  // What the gradients part of a step leaves: loss, auxiliary loss, gradient norm.
+  // What the gradients part of a step leaves: loss, auxiliary loss, gradient
+  // norm and, with clipping, the coefficient the update applies to the
+  // gradients as it reads them (undefined without clipping).
   struct StepOutputs {
-    Tensor loss, aux, norm;
+    Tensor loss, aux, norm, clip_coef;
   };
   using GradientsFn = std::function<StepOutputs(const std::vector<Tensor>& batch)>;
   struct StepGraphs {

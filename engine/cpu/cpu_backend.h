@@ -48,6 +48,8 @@ class CpuBackend final : public Backend {
              const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
              const AdamWParams& hyper) override;
   void sum_squares(const Tensor& x, const Tensor& out) override;
+  void sum_squares_many(const std::vector<Tensor>& xs, const Tensor& out) override;
+  void scale_many(const std::vector<Tensor>& xs, const Tensor& factor) override;
   bool supports_attention(const AttentionShape& shape) const override;
   void attention(const AttentionForwardArgs& args) override;
   void attention_backward(const AttentionBackwardArgs& args) override;

@@ -138,6 +138,65 @@ void CpuBackend::sum_squares(const Tensor& x, const Tensor& out) {
   });
 }
 
+namespace {
+
+// The chunks of kSumChunk elements of many float32 tensors, in order: chunk c
+// is elements [begin, end) of tensor `tensor`.
+struct TensorChunk {
+  size_t tensor;
+  int64_t begin, end;
+};
+
+std::vector<TensorChunk> chunks_of(const std::vector<Tensor>& xs, const char* name) {
+  std::vector<TensorChunk> chunks;
+  for (size_t t = 0; t < xs.size(); ++t) {
+    FG_CHECK(xs[t].is_contiguous() && xs[t].dtype() == DType::Float32 && xs[t].device().is_cpu(),
+             name, ": tensor ", t, " of shape ", shape_str(xs[t].shape()),
+             " must be a contiguous float32 CPU tensor");
+    for (int64_t from = 0; from < xs[t].numel(); from += kSumChunk)
+      chunks.push_back({t, from, std::min(xs[t].numel(), from + kSumChunk)});
+  }
+  return chunks;
+}
+
+}  // namespace
+
+// One parallel pass over every tensor (a model's gradients: a few hundred
+// tensors, most of them small), each chunk summed in double and the chunks
+// added in order: the same result for any thread count.
+void CpuBackend::sum_squares_many(const std::vector<Tensor>& xs, const Tensor& out) {
+  FG_CHECK(out.numel() == 1 && out.dtype() == DType::Float32 && out.device().is_cpu(),
+           "sum_squares_many: the result must be one float32 value on the CPU");
+  const std::vector<TensorChunk> chunks = chunks_of(xs, "sum_squares_many");
+  std::vector<double> partial(chunks.size());
+  const int64_t n = static_cast<int64_t>(chunks.size());
+  parallel_for(n, n * kSumChunk, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      const TensorChunk& k = chunks[static_cast<size_t>(c)];
+      partial[static_cast<size_t>(c)] =
+          sum_span<double, true>(xs[k.tensor].data<float>() + k.begin, k.end - k.begin);
+    }
+  });
+  double total = 0;
+  for (double p : partial) total += p;
+  *out.data<float>() = static_cast<float>(total);
+}
+
+void CpuBackend::scale_many(const std::vector<Tensor>& xs, const Tensor& factor) {
+  FG_CHECK(factor.numel() == 1 && factor.dtype() == DType::Float32 && factor.device().is_cpu(),
+           "scale_many: the factor must be one float32 value on the CPU");
+  const std::vector<TensorChunk> chunks = chunks_of(xs, "scale_many");
+  const float f = *factor.data<float>();
+  const int64_t n = static_cast<int64_t>(chunks.size());
+  parallel_for(n, n * kSumChunk, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      const TensorChunk& k = chunks[static_cast<size_t>(c)];
+      float* __restrict x = xs[k.tensor].data<float>();
+      for (int64_t i = k.begin; i < k.end; ++i) x[i] *= f;
+    }
+  });
+}
+
 void CpuBackend::reduce(ReduceOp op, const Tensor& x, int64_t outer, int64_t r, int64_t inner,
                         const Tensor& out) {
   FG_ASSERT(x.is_contiguous() && out.is_contiguous());
@@ -716,6 +775,15 @@ void CpuBackend::adamw(const std::vector<Tensor>& params, const std::vector<Tens
   const double step_size = hp.lr / bias1;
   const double bias2_sqrt = std::sqrt(bias2);
   const double decay = 1.0 - hp.lr * hp.weight_decay;
+  double grad_scale = 1.0;
+  if (hp.grad_scale.defined()) {
+    const Tensor& s = hp.grad_scale;
+    FG_CHECK(s.device().is_cpu() && s.numel() == 1 &&
+                 (s.dtype() == DType::Float32 || s.dtype() == DType::Float64),
+             "adamw: grad_scale must be one float32 or float64 value on the CPU, got ",
+             shape_str(s.shape()), " ", dtype_name(s.dtype()), " on ", s.device().str());
+    grad_scale = s.dtype() == DType::Float32 ? static_cast<double>(*s.data<float>()) : *s.data<double>();
+  }
   for (size_t t = 0; t < params.size(); ++t) {
     FG_DISPATCH_FLOAT(params[t].dtype(), "adamw", [&] {
       using T = scalar_t;
@@ -727,6 +795,7 @@ void CpuBackend::adamw(const std::vector<Tensor>& params, const std::vector<Tens
       const T b1 = static_cast<T>(hp.beta1), b2 = static_cast<T>(hp.beta2);
       const T ss = static_cast<T>(step_size), bc2 = static_cast<T>(bias2_sqrt);
       const T eps = static_cast<T>(hp.eps), dec = static_cast<T>(decay);
+      const T scale = static_cast<T>(grad_scale);
       parallel_for(n, n * 4, [=](int64_t begin, int64_t end) {
         // Copied in by value and restrict-qualified: with the tensors distinct and the
         // constants local, the loop vectorizes (captured references kept it scalar).
@@ -735,7 +804,7 @@ void CpuBackend::adamw(const std::vector<Tensor>& params, const std::vector<Tens
         T* __restrict m = avg;
         T* __restrict v = sq;
         for (int64_t i = begin; i < end; ++i) {
-          const T gi = g[i];
+          const T gi = g[i] * scale;
           p[i] *= dec;
           m[i] = b1 * m[i] + (T(1) - b1) * gi;
           v[i] = b2 * v[i] + (T(1) - b2) * gi * gi;

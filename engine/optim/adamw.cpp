@@ -17,7 +17,7 @@ AdamW::AdamW(std::vector<ParamGroup> groups, double lr, double beta1, double bet
   states_.resize(count);
 }
 
-void AdamW::step() {
+void AdamW::step(const Tensor& grad_scale) {
   NoGradGuard no_grad;
   // Inside a CUDA graph capture the update is recorded, not run: the step
   // counts advance, and the learning rate and step count reach the kernels,
@@ -38,6 +38,7 @@ void AdamW::step() {
       hp.eps = eps_;
       hp.weight_decay = group.weight_decay;
       hp.step = step;
+      hp.grad_scale = grad_scale;
       if (capturing) {
         FG_CHECK(params[0].device().is_cuda(), "AdamW: a CUDA graph capture of parameters on ",
                  params[0].device().str());
@@ -140,19 +141,36 @@ Tensor grad_norm(const std::vector<Tensor>& params) {
   return norm_of(gradients_of(params), params);
 }
 
+namespace {
+
+// The norm of all the gradients and min(max_norm / (norm + 1e-6), 1), as PyTorch.
+ClipCoefficient coefficient_of(const Gradients& all, const std::vector<Tensor>& params,
+                               double max_norm) {
+  ClipCoefficient out;
+  out.norm = norm_of(all, params);
+  const Tensor& norm = out.norm;
+  out.coef = minimum(div(Tensor::scalar(max_norm, norm.dtype(), norm.device()), add(norm, 1e-6)),
+                     Tensor::scalar(1.0, norm.dtype(), norm.device()));
+  return out;
+}
+
+}  // namespace
+
+ClipCoefficient clip_coefficient(const std::vector<Tensor>& params, double max_norm) {
+  NoGradGuard no_grad;
+  return coefficient_of(gradients_of(params), params, max_norm);
+}
+
 Tensor clip_grad_norm_(const std::vector<Tensor>& params, double max_norm) {
   NoGradGuard no_grad;
   const Gradients all = gradients_of(params);
-  const Tensor norm = norm_of(all, params);
-  // coefficient = min(max_norm / (norm + 1e-6), 1), kept on the device.
-  const Tensor coef = minimum(div(Tensor::scalar(max_norm, norm.dtype(), norm.device()), add(norm, 1e-6)),
-                              Tensor::scalar(1.0, norm.dtype(), norm.device()));
+  const ClipCoefficient clip = coefficient_of(all, params, max_norm);
   if (all.uniform && !all.grads.empty()) {  // a float32 norm, so a float32 coef
-    backend_of(coef).scale_many(all.grads, coef);
-    return norm;
+    backend_of(clip.coef).scale_many(all.grads, clip.coef);
+    return clip.norm;
   }
-  for (const Tensor& g : all.grads) mul_(g, coef);
-  return norm;
+  for (const Tensor& g : all.grads) mul_(g, clip.coef);
+  return clip.norm;
 }
 
 }  // namespace fg::optim

@@ -24,7 +24,11 @@ class AdamW {
   // the step and uses the learning rate set at that time (set_lr before
   // replay). The optimizer must outlive the graph, and its state must exist
   // (one step before the capture) and not be replaced while the graph is used.
-  void step();
+  // grad_scale, when defined (one value on the parameters' device, such as
+  // clip_coefficient's coef), multiplies every gradient as the update reads
+  // it: the same update as scaling the gradients first, without that pass over
+  // them; the gradients themselves are left as they are.
+  void step(const Tensor& grad_scale = Tensor());
   void zero_grad();
   void set_lr(double lr) { lr_ = lr; }
   double lr() const { return lr_; }
@@ -51,6 +55,15 @@ class AdamW {
 // (coefficient max_norm / (norm + 1e-6), as PyTorch). Returns the norm before
 // clipping as a 0-d tensor on the gradients' device (no host synchronization).
 Tensor clip_grad_norm_(const std::vector<Tensor>& params, double max_norm);
+// Clipping without touching the gradients: their global norm and the
+// coefficient min(max_norm / (norm + 1e-6), 1), both 0-d on the gradients'
+// device, for AdamW::step(coef) to apply as it reads them (clip_grad_norm_
+// followed by step() gives the same update, with one more pass over every
+// gradient).
+struct ClipCoefficient {
+  Tensor norm, coef;
+};
+ClipCoefficient clip_coefficient(const std::vector<Tensor>& params, double max_norm);
 // The global L2 norm of the gradients, 0-d.
 Tensor grad_norm(const std::vector<Tensor>& params);
 

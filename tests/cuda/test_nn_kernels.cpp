@@ -284,7 +284,7 @@ TEST_CASE("cuda: gradient clipping's multi-tensor passes match the CPU") {
   }
 }
 
-TEST_CASE("cuda: fused multi-tensor AdamW matches the CPU over several steps") {
+TEST_CASE("cuda: fused multi-tensor AdamW matches the CPU over several steps, with gradient scales") {
   FG_SKIP_WITHOUT_GPU();
   // Many tensors (several launches) and one large enough to continue across launches.
   std::vector<Shape> shapes;
@@ -314,8 +314,15 @@ TEST_CASE("cuda: fused multi-tensor AdamW matches the CPU over several steps") {
       }
       cpu_opt.set_lr(1e-3 * (step + 1));
       gpu_opt.set_lr(1e-3 * (step + 1));
-      cpu_opt.step();
-      gpu_opt.step();
+      // Step 0 without a gradient scale, then a float32 and a float64 one (the
+      // clipping coefficient the update applies), read where they live.
+      auto scale = [&](Device device) {
+        return step == 0 ? Tensor()
+                         : Tensor::scalar(step == 1 ? 0.37 : 0.61,
+                                          step == 1 ? DType::Float32 : DType::Float64, device);
+      };
+      cpu_opt.step(scale(kCPU));
+      gpu_opt.step(scale(kCUDA));
     }
     const double rtol = dtype == DType::Float64 ? 1e-12 : 2e-5;
     for (size_t i = 0; i < shapes.size(); ++i) {

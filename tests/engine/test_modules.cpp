@@ -1,5 +1,6 @@
 // Modules, layers, AdamW and gradient clipping.
 #include <doctest/doctest.h>
+#include <omp.h>
 
 #include <cmath>
 
@@ -198,12 +199,12 @@ TEST_CASE("optim: parameters without gradients are left alone") {
 }
 
 TEST_CASE("optim: gradient clipping covers every gradient, float32 together or mixed dtypes") {
-  // float32 gradients go through the backend's multi-tensor passes; the result
-  // must be the per-tensor computation's: squares summed per tensor, added in
-  // order, then every gradient times one float32 coefficient.
+  // float32 gradients go through the backend's multi-tensor passes: the sum of
+  // every square (in double, rounded once), then every gradient times one
+  // float32 coefficient.
   Generator gen(3);
   std::vector<Tensor> params;
-  for (int64_t n : {5, 0, 70000, 1, 1003}) {
+  for (int64_t n : {5, 0, 70000, 1, 1003, 150000}) {
     Tensor p = Tensor::zeros({n});
     p.set_requires_grad();
     p.set_grad(randn({n}, gen));
@@ -213,18 +214,17 @@ TEST_CASE("optim: gradient clipping covers every gradient, float32 together or m
   no_grad.set_requires_grad();
   params.push_back(no_grad);
   std::vector<std::vector<float>> before;
-  float expected_sq = 0.0f;
+  double expected_sq = 0.0;
   for (const Tensor& p : params) {
     if (!p.grad().defined()) continue;
     before.push_back(p.grad().to_vector<float>());
-    const Tensor one = Tensor::empty({});
-    backend_for(kCPU).sum_squares(p.grad(), one);
-    expected_sq += one.to_vector<float>()[0];
+    for (float x : before.back()) expected_sq += static_cast<double>(x) * x;
   }
   const Tensor norm = optim::clip_grad_norm_(params, 1.0);
   CHECK(norm.dtype() == DType::Float32);
-  CHECK(norm.item() == static_cast<double>(std::sqrt(expected_sq)));
-  const float coef = std::min(1.0f / (std::sqrt(expected_sq) + 1e-6f), 1.0f);
+  CHECK(norm.item() == doctest::Approx(std::sqrt(expected_sq)).epsilon(1e-7));
+  const float norm_f = static_cast<float>(norm.item());
+  const float coef = std::min(1.0f / (norm_f + 1e-6f), 1.0f);
   size_t k = 0;
   for (const Tensor& p : params) {
     if (!p.grad().defined()) continue;
@@ -232,8 +232,15 @@ TEST_CASE("optim: gradient clipping covers every gradient, float32 together or m
     for (size_t i = 0; i < after.size(); ++i) REQUIRE(after[i] == before[k][i] * coef);
     ++k;
   }
-  CHECK(k == 5);
+  CHECK(k == 6);
   CHECK(!no_grad.grad().defined());
+
+  // The multi-tensor sum does not depend on the thread count.
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const Tensor one_thread = optim::grad_norm(params);
+  omp_set_num_threads(threads);
+  CHECK(one_thread.item() == optim::grad_norm(params).item());
 
   // A float64 gradient among float32 ones: the per-tensor path, in float64.
   Tensor d = Tensor::zeros({3}, DType::Float64);
@@ -245,6 +252,59 @@ TEST_CASE("optim: gradient clipping covers every gradient, float32 together or m
   const Tensor mixed = optim::clip_grad_norm_({f, d}, 26.0);
   CHECK(mixed.item() == doctest::Approx(13.0));
   CHECK(f.grad().to_vector<float>()[0] == 5.0f);  // under the threshold: unchanged
+}
+
+TEST_CASE("optim: clipping applied by the update equals clipping the gradients first, bitwise") {
+  // clip_coefficient + AdamW::step(coef) must give clip_grad_norm_ + step():
+  // the same parameters and moments to the bit, over two steps, with the
+  // gradients themselves left unscaled. float32 parameters (the multi-tensor
+  // path, float32 coefficient) and a float64 one among float32 (the
+  // per-tensor path, float64 coefficient); clipping that scales (max_norm 0.5)
+  // and that does not (max_norm 1e6, coefficient 1).
+  for (const bool mixed : {false, true}) {
+    for (const double max_norm : {0.5, 1e6}) {
+      CAPTURE(mixed);
+      CAPTURE(max_norm);
+      auto make = [&] {
+        std::vector<Tensor> ps;
+        Generator init(11);
+        for (int64_t n : {7, 1003, 70000}) {
+          const DType dtype = mixed && n == 1003 ? DType::Float64 : DType::Float32;
+          Tensor p = randn({n}, init).to(dtype);
+          p.set_requires_grad();
+          ps.push_back(p);
+        }
+        return ps;
+      };
+      std::vector<Tensor> first = make(), second = make();
+      optim::AdamW a({{first, 0.05}}, 0.01), b({{second, 0.05}}, 0.01);
+      Generator grads(5);
+      for (int step = 0; step < 2; ++step) {
+        for (size_t i = 0; i < first.size(); ++i) {
+          const Tensor g = randn(first[i].shape(), grads).to(first[i].dtype());
+          first[i].set_grad(g.clone());
+          second[i].set_grad(g.clone());
+        }
+        const Tensor norm_a = optim::clip_grad_norm_(first, max_norm);
+        a.step();
+        const std::vector<double> unscaled = second[1].grad().to(DType::Float64).to_vector<double>();
+        const optim::ClipCoefficient clip = optim::clip_coefficient(second, max_norm);
+        CHECK(clip.norm.item() == norm_a.item());
+        CHECK(clip.coef.dtype() == clip.norm.dtype());
+        CHECK((max_norm > 1.0 ? clip.coef.item() == 1.0 : clip.coef.item() < 1.0));
+        b.step(clip.coef);
+        // The gradients stay as they were.
+        CHECK(second[1].grad().to(DType::Float64).to_vector<double>() == unscaled);
+        for (size_t i = 0; i < first.size(); ++i) {
+          CAPTURE(i);
+          REQUIRE(first[i].to(DType::Float64).to_vector<double>() ==
+                  second[i].to(DType::Float64).to_vector<double>());
+          REQUIRE(a.states()[i].exp_avg_sq.to(DType::Float64).to_vector<double>() ==
+                  b.states()[i].exp_avg_sq.to(DType::Float64).to_vector<double>());
+        }
+      }
+    }
+  }
 }
 
 TEST_CASE("optim: gradient clipping on a known gradient") {
