@@ -1,151 +1,25 @@
 // Sum, max and min over the middle dimension of a contiguous (outer, r, inner)
-// tensor, accumulating in float for float and bfloat16 inputs (double for
-// double, int64 for int64). Max and min propagate NaN as the CPU does.
-//
-// Deterministic: each output is combined in a fixed order that depends only on
-// the sizes. When there are few outputs and long reductions, the reduction is
-// split into chunks whose partial results (in the accumulator type) go to a
-// temporary buffer and are combined by a second launch of the same kernels.
-#include <cmath>
-#include <limits>
-
+// tensor on CUDA: the checks and the launches of reduce_kernels.cuh's kernels,
+// following its plan (chunks of long reductions combined by a second launch).
 #include "engine/cuda/device_utils.cuh"
 #include "engine/cuda/kernels.h"
+#include "engine/cuda/reduce_kernels.cuh"
 
 namespace fg::cuda {
 
 namespace {
 
-template <class A>
-__device__ __forceinline__ bool is_nan(A v) {
-  if constexpr (std::is_floating_point_v<A>)
-    return math::isnan(v);
-  else
-    return false;
-}
-
-template <class A>
-__device__ __forceinline__ A combine(ReduceOp op, A a, A b) {
-  switch (op) {
-    case ReduceOp::Sum:
-      return a + b;
-    case ReduceOp::Max:
-      return (b > a || is_nan(b)) ? b : a;
-    case ReduceOp::Min:
-      return (b < a || is_nan(b)) ? b : a;
-  }
-  return a;
-}
-
-template <class A>
-__device__ __forceinline__ A identity(ReduceOp op) {
-  switch (op) {
-    case ReduceOp::Sum:
-      return A(0);
-    case ReduceOp::Max:
-      if constexpr (std::is_floating_point_v<A>)
-        return -INFINITY;
-      else
-        return std::numeric_limits<A>::lowest();
-    case ReduceOp::Min:
-      if constexpr (std::is_floating_point_v<A>)
-        return INFINITY;
-      else
-        return std::numeric_limits<A>::max();
-  }
-  return A(0);
-}
-
-template <class A>
-__device__ __forceinline__ A warp_combine(ReduceOp op, A v) {
-  for (int offset = 16; offset > 0; offset >>= 1)
-    v = combine(op, v, __shfl_xor_sync(kFullMask, v, offset));
-  return v;
-}
-
-// Task t = (row o, chunk s) reduces x[o * r + s * chunk, o * r + min(r, (s + 1) * chunk))
-// into out[t]. One warp per task.
-template <class In, class A, class Out>
-__global__ void reduce_rows_warp(const In* x, Out* out, int64_t tasks, int64_t r, int64_t chunks,
-                                 int64_t chunk, ReduceOp op) {
-  const int lane = threadIdx.x % 32;
-  const int64_t warps_per_grid = grid_threads() / 32;
-  for (int64_t t = global_thread() / 32; t < tasks; t += warps_per_grid) {
-    const int64_t o = t / chunks, s = t % chunks;
-    const int64_t begin = s * chunk, end = min(r, begin + chunk);
-    const In* row = x + o * r;
-    A acc = identity<A>(op);
-    for (int64_t i = begin + lane; i < end; i += 32) acc = combine(op, acc, convert<A>(row[i]));
-    acc = warp_combine(op, acc);
-    if (lane == 0) out[t] = convert<Out>(acc);
-  }
-}
-
-// As reduce_rows_warp with one block of 256 threads per task, for long rows.
-template <class In, class A, class Out>
-__global__ void reduce_rows_block(const In* x, Out* out, int64_t tasks, int64_t r, int64_t chunks,
-                                  int64_t chunk, ReduceOp op) {
-  __shared__ A scratch[32];
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
-  for (int64_t t = blockIdx.x; t < tasks; t += gridDim.x) {
-    const int64_t o = t / chunks, s = t % chunks;
-    const int64_t begin = s * chunk, end = min(r, begin + chunk);
-    const In* row = x + o * r;
-    A acc = identity<A>(op);
-    for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x)
-      acc = combine(op, acc, convert<A>(row[i]));
-    acc = warp_combine(op, acc);
-    __syncthreads();  // scratch is reused by the next task
-    if (lane == 0) scratch[warp] = acc;
-    __syncthreads();
-    if (warp == 0) {
-      A v = lane < warps ? scratch[lane] : identity<A>(op);
-      v = warp_combine(op, v);
-      if (lane == 0) out[t] = convert<Out>(v);
-    }
-  }
-}
-
-constexpr int kColumnWidth = 32, kColumnDepth = 8;
-
-// Block (32, 8): x over inner (coalesced), y over a slice of r. Grid (column
-// tiles, outer, chunks); chunk s of output (o, j) goes to out[(o * chunks + s) * inner + j].
-template <class In, class A, class Out>
-__global__ void reduce_columns(const In* x, Out* out, int64_t outer, int64_t r, int64_t inner,
-                               int64_t chunks, int64_t chunk, ReduceOp op) {
-  __shared__ A partial[kColumnDepth][kColumnWidth + 1];
-  const int64_t j = static_cast<int64_t>(blockIdx.x) * kColumnWidth + threadIdx.x;
-  const int64_t o = blockIdx.y, s = blockIdx.z;
-  const int64_t begin = s * chunk, end = min(r, begin + chunk);
-  A acc = identity<A>(op);
-  if (j < inner) {
-    const In* base = x + o * r * inner + j;
-    for (int64_t i = begin + threadIdx.y; i < end; i += kColumnDepth)
-      acc = combine(op, acc, convert<A>(base[i * inner]));
-  }
-  partial[threadIdx.y][threadIdx.x] = acc;
-  __syncthreads();
-  if (threadIdx.y == 0 && j < inner) {
-    A v = partial[0][threadIdx.x];
-    for (int k = 1; k < kColumnDepth; ++k) v = combine(op, v, partial[k][threadIdx.x]);
-    out[(o * chunks + s) * inner + j] = convert<Out>(v);
-  }
-}
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+using namespace reduce_detail;
 
 template <class In, class A, class Out>
 void launch_rows(const In* x, Out* out, int64_t rows, int64_t r, int64_t chunks, ReduceOp op) {
-  const int64_t chunk = ceil_div(r, chunks);
-  const int64_t tasks = rows * chunks;
-  if (chunk < 1024) {
-    const int threads = 256;
-    const int64_t grid = std::min<int64_t>(ceil_div(tasks, threads / 32), 65535 * 8);
+  const RowLaunch l = row_launch(rows, r, chunks);
+  if (!l.block_per_task) {
     reduce_rows_warp<In, A, Out>
-        <<<grid, threads, 0, stream()>>>(x, out, tasks, r, chunks, chunk, op);
+        <<<l.grid, kRowThreads, 0, stream()>>>(x, out, l.tasks, r, chunks, l.chunk, op);
   } else {
-    const int64_t grid = std::min<int64_t>(tasks, 65535 * 8);
-    reduce_rows_block<In, A, Out><<<grid, 256, 0, stream()>>>(x, out, tasks, r, chunks, chunk, op);
+    reduce_rows_block<In, A, Out>
+        <<<l.grid, kRowThreads, 0, stream()>>>(x, out, l.tasks, r, chunks, l.chunk, op);
   }
   FG_CUDA_LAUNCH_CHECK("reduce");
 }
@@ -155,12 +29,9 @@ void launch_columns(const In* x, Out* out, int64_t outer, int64_t r, int64_t inn
                     ReduceOp op) {
   FG_CHECK(outer <= 65535 && chunks <= 65535, "reduce: ", outer,
            " outer slices exceed what one launch covers");
-  const int64_t chunk = ceil_div(r, chunks);
-  const dim3 grid(static_cast<unsigned>(ceil_div(inner, kColumnWidth)),
-                  static_cast<unsigned>(outer), static_cast<unsigned>(chunks));
-  const dim3 block(kColumnWidth, kColumnDepth);
+  const ColumnLaunch l = column_launch(outer, r, inner, chunks);
   reduce_columns<In, A, Out>
-      <<<grid, block, 0, stream()>>>(x, out, outer, r, inner, chunks, chunk, op);
+      <<<l.grid, l.block, 0, stream()>>>(x, out, r, inner, chunks, l.chunk, op);
   FG_CUDA_LAUNCH_CHECK("reduce");
 }
 
@@ -168,10 +39,7 @@ template <class T>
 void reduce_typed(ReduceOp op, const T* x, T* out, int64_t outer, int64_t r, int64_t inner) {
   using A = accum_t<T>;
   if (inner == 1) {
-    // Enough rows fill the GPU; otherwise split long rows into about 4096-long chunks
-    // (at least 2048 long, so the first pass still takes the block kernel).
-    int64_t chunks = 1;
-    if (outer < 1024 && r > 8192) chunks = std::min(ceil_div(r, 4096), ceil_div(1024, outer));
+    const int64_t chunks = row_chunks(outer, r);
     if (chunks == 1) {
       launch_rows<T, A, T>(x, out, outer, r, 1, op);
     } else {
@@ -181,11 +49,6 @@ void reduce_typed(ReduceOp op, const T* x, T* out, int64_t outer, int64_t r, int
     }
     return;
   }
-  // Columns: split r when the (tile, outer) blocks alone would not fill the GPU.
-  const int64_t blocks = ceil_div(inner, kColumnWidth) * outer;
-  int64_t chunks = 1;
-  if (blocks < 512 && r > 256) chunks = std::min(ceil_div(r, 128), ceil_div(512, blocks));
-  chunks = std::min<int64_t>(chunks, 65535);
   if (outer > 65535) {
     // Rare layouts: treat each outer slice as its own launch group.
     for (int64_t o = 0; o < outer; o += 65535) {
@@ -194,6 +57,7 @@ void reduce_typed(ReduceOp op, const T* x, T* out, int64_t outer, int64_t r, int
     }
     return;
   }
+  const int64_t chunks = column_chunks(outer, r, inner);
   if (chunks == 1) {
     launch_columns<T, A, T>(x, out, outer, r, inner, 1, op);
   } else {
