@@ -1,198 +1,14 @@
-// Elementwise map kernels over 0 to 3 inputs and one output, and their launchers.
-//
-// Two paths: "flat", when the output is contiguous and every input is either
-// contiguous or a single broadcast value (the common case: a grid-stride loop,
-// with aligned vector accesses of up to 16 bytes per operand when every pointer
-// allows it), and "strided", for any other views (a StridedIndexer turns the
-// linear index into per-operand offsets). The functor gets and returns storage
-// types (it converts to its compute type itself).
+// Launchers of the elementwise map kernels (elementwise_kernels.cuh) over
+// tensors: the operands' layout picks the flat or the strided path.
 #pragma once
 
 #include <algorithm>
 
-#include "engine/cuda/device_utils.cuh"
-#include "engine/cuda/strided_indexer.h"
+#include "engine/cuda/elementwise_kernels.cuh"
 
 namespace fg::cuda {
 
-constexpr int kElementwiseThreads = 256;
-
-// Elements per vector access: 16 bytes of the widest operand, at most 8.
-template <class... Ts>
-constexpr int vector_width() {
-  constexpr size_t widest = std::max({sizeof(Ts)...});
-  constexpr size_t n = 16 / widest;
-  return n > 8 ? 8 : (n < 1 ? 1 : static_cast<int>(n));
-}
-
-template <class T>
-struct FlatIn {
-  const T* ptr;
-  bool broadcast;  // one value for every element
-};
-
-template <int VEC, class T>
-__device__ __forceinline__ void load_vec(const FlatIn<T>& in, int64_t vec_index, T (&values)[VEC]) {
-  if (in.broadcast) {
-    const T v = in.ptr[0];
-#pragma unroll
-    for (int k = 0; k < VEC; ++k) values[k] = v;
-  } else {
-    const Vec<T, VEC> loaded = reinterpret_cast<const Vec<T, VEC>*>(in.ptr)[vec_index];
-#pragma unroll
-    for (int k = 0; k < VEC; ++k) values[k] = loaded.v[k];
-  }
-}
-
-template <class T>
-__device__ __forceinline__ T load_one(const FlatIn<T>& in, int64_t i) {
-  return in.broadcast ? in.ptr[0] : in.ptr[i];
-}
-
-template <int VEC, class R>
-__device__ __forceinline__ void store_vec(R* out, int64_t vec_index, const R (&values)[VEC]) {
-  Vec<R, VEC> v;
-#pragma unroll
-  for (int k = 0; k < VEC; ++k) v.v[k] = values[k];
-  reinterpret_cast<Vec<R, VEC>*>(out)[vec_index] = v;
-}
-
-// ---------------------------------------------------------------- kernels
-
-template <int VEC, class R, class F>
-__global__ void map0_flat(R* out, int64_t n, bool vectorized, F f) {
-  const int64_t step = grid_threads();
-  int64_t tail = 0;
-  if (vectorized) {
-    const int64_t nvec = n / VEC;
-    for (int64_t v = global_thread(); v < nvec; v += step) {
-      R r[VEC];
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) r[k] = f();
-      store_vec<VEC>(out, v, r);
-    }
-    tail = nvec * VEC;
-  }
-  for (int64_t i = tail + global_thread(); i < n; i += step) out[i] = f();
-}
-
-template <class R, class F>
-__global__ void map0_strided(R* out, StridedIndexer<1> ix, F f) {
-  for (int64_t i = global_thread(); i < ix.numel; i += grid_threads()) {
-    int64_t off[1];
-    ix.offsets(i, off);
-    out[off[0]] = f();
-  }
-}
-
-template <int VEC, class R, class A, class F>
-__global__ void map1_flat(R* out, FlatIn<A> a, int64_t n, bool vectorized, F f) {
-  const int64_t step = grid_threads();
-  int64_t tail = 0;
-  if (vectorized) {
-    const int64_t nvec = n / VEC;
-    for (int64_t v = global_thread(); v < nvec; v += step) {
-      A av[VEC];
-      load_vec<VEC>(a, v, av);
-      R r[VEC];
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) r[k] = f(av[k]);
-      store_vec<VEC>(out, v, r);
-    }
-    tail = nvec * VEC;
-  }
-  for (int64_t i = tail + global_thread(); i < n; i += step) out[i] = f(load_one(a, i));
-}
-
-template <class R, class A, class F>
-__global__ void map1_strided(R* out, const A* a, StridedIndexer<2> ix, F f) {
-  for (int64_t i = global_thread(); i < ix.numel; i += grid_threads()) {
-    int64_t off[2];
-    ix.offsets(i, off);
-    out[off[0]] = f(a[off[1]]);
-  }
-}
-
-template <int VEC, class R, class A, class B, class F>
-__global__ void map2_flat(R* out, FlatIn<A> a, FlatIn<B> b, int64_t n, bool vectorized, F f) {
-  const int64_t step = grid_threads();
-  int64_t tail = 0;
-  if (vectorized) {
-    const int64_t nvec = n / VEC;
-    for (int64_t v = global_thread(); v < nvec; v += step) {
-      A av[VEC];
-      B bv[VEC];
-      load_vec<VEC>(a, v, av);
-      load_vec<VEC>(b, v, bv);
-      R r[VEC];
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) r[k] = f(av[k], bv[k]);
-      store_vec<VEC>(out, v, r);
-    }
-    tail = nvec * VEC;
-  }
-  for (int64_t i = tail + global_thread(); i < n; i += step)
-    out[i] = f(load_one(a, i), load_one(b, i));
-}
-
-template <class R, class A, class B, class F>
-__global__ void map2_strided(R* out, const A* a, const B* b, StridedIndexer<3> ix, F f) {
-  for (int64_t i = global_thread(); i < ix.numel; i += grid_threads()) {
-    int64_t off[3];
-    ix.offsets(i, off);
-    out[off[0]] = f(a[off[1]], b[off[2]]);
-  }
-}
-
-template <int VEC, class R, class A, class B, class C, class F>
-__global__ void map3_flat(R* out, FlatIn<A> a, FlatIn<B> b, FlatIn<C> c, int64_t n, bool vectorized,
-                          F f) {
-  const int64_t step = grid_threads();
-  int64_t tail = 0;
-  if (vectorized) {
-    const int64_t nvec = n / VEC;
-    for (int64_t v = global_thread(); v < nvec; v += step) {
-      A av[VEC];
-      B bv[VEC];
-      C cv[VEC];
-      load_vec<VEC>(a, v, av);
-      load_vec<VEC>(b, v, bv);
-      load_vec<VEC>(c, v, cv);
-      R r[VEC];
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) r[k] = f(av[k], bv[k], cv[k]);
-      store_vec<VEC>(out, v, r);
-    }
-    tail = nvec * VEC;
-  }
-  for (int64_t i = tail + global_thread(); i < n; i += step)
-    out[i] = f(load_one(a, i), load_one(b, i), load_one(c, i));
-}
-
-template <class R, class A, class B, class C, class F>
-__global__ void map3_strided(R* out, const A* a, const B* b, const C* c, StridedIndexer<4> ix,
-                             F f) {
-  for (int64_t i = global_thread(); i < ix.numel; i += grid_threads()) {
-    int64_t off[4];
-    ix.offsets(i, off);
-    out[off[0]] = f(a[off[1]], b[off[2]], c[off[3]]);
-  }
-}
-
 // ---------------------------------------------------------------- launchers
-
-// The flat path applies when the output is contiguous (stride 1 once merged) and
-// every input is contiguous or broadcast.
-template <int N>
-bool flat_layout(const StridedIndexer<N>& ix) {
-  if (ix.ndim == 0) return true;
-  return ix.is_flat() && ix.strides[0][0] == 1;
-}
-
-template <int VEC, class T>
-bool vector_ok(const FlatIn<T>& in) {
-  return in.broadcast || is_aligned<VEC>(in.ptr);
-}
 
 inline int64_t launch_grid(int64_t work) {
   return grid_for(std::max<int64_t>(work, 1), kElementwiseThreads);
@@ -203,15 +19,13 @@ void launch_map0(const char* op, const Tensor& out, F f) {
   const auto ix = make_indexer<1>(out.shape(), {&out});
   if (ix.numel == 0) return;
   R* o = static_cast<R*>(out.data_ptr());
-  if (flat_layout(ix)) {
-    constexpr int VEC = vector_width<R>();
-    const bool vectorized = VEC > 1 && is_aligned<VEC>(o);
-    const int64_t work = vectorized ? ix.numel / VEC + VEC : ix.numel;
-    map0_flat<VEC>
-        <<<launch_grid(work), kElementwiseThreads, 0, stream()>>>(o, ix.numel, vectorized, f);
-  } else {
-    map0_strided<<<launch_grid(ix.numel), kElementwiseThreads, 0, stream()>>>(o, ix, f);
-  }
+  constexpr int VEC = vector_width<R>();
+  const MapPlan plan = map_plan<VEC>(ix, is_aligned<VEC>(o));
+  const int64_t grid = launch_grid(plan.work);
+  if (plan.flat)
+    map0_flat<VEC><<<grid, kElementwiseThreads, 0, stream()>>>(o, ix.numel, plan.vectorized, f);
+  else
+    map0_strided<<<grid, kElementwiseThreads, 0, stream()>>>(o, ix, f);
   FG_CUDA_LAUNCH_CHECK(op);
 }
 
@@ -221,16 +35,15 @@ void launch_map1(const char* op, const Tensor& a, const Tensor& out, F f) {
   if (ix.numel == 0) return;
   R* o = static_cast<R*>(out.data_ptr());
   const A* ap = static_cast<const A*>(a.data_ptr());
-  if (flat_layout(ix)) {
-    constexpr int VEC = vector_width<R, A>();
-    const FlatIn<A> fa{ap, ix.ndim == 0 || ix.strides[1][0] == 0};
-    const bool vectorized = VEC > 1 && is_aligned<VEC>(o) && vector_ok<VEC>(fa);
-    const int64_t work = vectorized ? ix.numel / VEC + VEC : ix.numel;
+  constexpr int VEC = vector_width<R, A>();
+  const FlatIn<A> fa{ap, ix.is_broadcast(1)};
+  const MapPlan plan = map_plan<VEC>(ix, is_aligned<VEC>(o) && vector_ok<VEC>(fa));
+  const int64_t grid = launch_grid(plan.work);
+  if (plan.flat)
     map1_flat<VEC>
-        <<<launch_grid(work), kElementwiseThreads, 0, stream()>>>(o, fa, ix.numel, vectorized, f);
-  } else {
-    map1_strided<<<launch_grid(ix.numel), kElementwiseThreads, 0, stream()>>>(o, ap, ix, f);
-  }
+        <<<grid, kElementwiseThreads, 0, stream()>>>(o, fa, ix.numel, plan.vectorized, f);
+  else
+    map1_strided<<<grid, kElementwiseThreads, 0, stream()>>>(o, ap, ix, f);
   FG_CUDA_LAUNCH_CHECK(op);
 }
 
@@ -241,18 +54,17 @@ void launch_map2(const char* op, const Tensor& a, const Tensor& b, const Tensor&
   R* o = static_cast<R*>(out.data_ptr());
   const A* ap = static_cast<const A*>(a.data_ptr());
   const B* bp = static_cast<const B*>(b.data_ptr());
-  if (flat_layout(ix)) {
-    constexpr int VEC = vector_width<R, A, B>();
-    const FlatIn<A> fa{ap, ix.ndim == 0 || ix.strides[1][0] == 0};
-    const FlatIn<B> fb{bp, ix.ndim == 0 || ix.strides[2][0] == 0};
-    const bool vectorized =
-        VEC > 1 && is_aligned<VEC>(o) && vector_ok<VEC>(fa) && vector_ok<VEC>(fb);
-    const int64_t work = vectorized ? ix.numel / VEC + VEC : ix.numel;
-    map2_flat<VEC><<<launch_grid(work), kElementwiseThreads, 0, stream()>>>(o, fa, fb, ix.numel,
-                                                                            vectorized, f);
-  } else {
-    map2_strided<<<launch_grid(ix.numel), kElementwiseThreads, 0, stream()>>>(o, ap, bp, ix, f);
-  }
+  constexpr int VEC = vector_width<R, A, B>();
+  const FlatIn<A> fa{ap, ix.is_broadcast(1)};
+  const FlatIn<B> fb{bp, ix.is_broadcast(2)};
+  const MapPlan plan =
+      map_plan<VEC>(ix, is_aligned<VEC>(o) && vector_ok<VEC>(fa) && vector_ok<VEC>(fb));
+  const int64_t grid = launch_grid(plan.work);
+  if (plan.flat)
+    map2_flat<VEC>
+        <<<grid, kElementwiseThreads, 0, stream()>>>(o, fa, fb, ix.numel, plan.vectorized, f);
+  else
+    map2_strided<<<grid, kElementwiseThreads, 0, stream()>>>(o, ap, bp, ix, f);
   FG_CUDA_LAUNCH_CHECK(op);
 }
 
@@ -265,19 +77,18 @@ void launch_map3(const char* op, const Tensor& a, const Tensor& b, const Tensor&
   const A* ap = static_cast<const A*>(a.data_ptr());
   const B* bp = static_cast<const B*>(b.data_ptr());
   const C* cp = static_cast<const C*>(c.data_ptr());
-  if (flat_layout(ix)) {
-    constexpr int VEC = vector_width<R, A, B, C>();
-    const FlatIn<A> fa{ap, ix.ndim == 0 || ix.strides[1][0] == 0};
-    const FlatIn<B> fb{bp, ix.ndim == 0 || ix.strides[2][0] == 0};
-    const FlatIn<C> fc{cp, ix.ndim == 0 || ix.strides[3][0] == 0};
-    const bool vectorized = VEC > 1 && is_aligned<VEC>(o) && vector_ok<VEC>(fa) &&
-                            vector_ok<VEC>(fb) && vector_ok<VEC>(fc);
-    const int64_t work = vectorized ? ix.numel / VEC + VEC : ix.numel;
-    map3_flat<VEC><<<launch_grid(work), kElementwiseThreads, 0, stream()>>>(o, fa, fb, fc, ix.numel,
-                                                                            vectorized, f);
-  } else {
-    map3_strided<<<launch_grid(ix.numel), kElementwiseThreads, 0, stream()>>>(o, ap, bp, cp, ix, f);
-  }
+  constexpr int VEC = vector_width<R, A, B, C>();
+  const FlatIn<A> fa{ap, ix.is_broadcast(1)};
+  const FlatIn<B> fb{bp, ix.is_broadcast(2)};
+  const FlatIn<C> fc{cp, ix.is_broadcast(3)};
+  const MapPlan plan = map_plan<VEC>(ix, is_aligned<VEC>(o) && vector_ok<VEC>(fa) &&
+                                             vector_ok<VEC>(fb) && vector_ok<VEC>(fc));
+  const int64_t grid = launch_grid(plan.work);
+  if (plan.flat)
+    map3_flat<VEC>
+        <<<grid, kElementwiseThreads, 0, stream()>>>(o, fa, fb, fc, ix.numel, plan.vectorized, f);
+  else
+    map3_strided<<<grid, kElementwiseThreads, 0, stream()>>>(o, ap, bp, cp, ix, f);
   FG_CUDA_LAUNCH_CHECK(op);
 }
 
