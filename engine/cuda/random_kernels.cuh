@@ -19,14 +19,14 @@
 namespace fg::cuda::random_detail {
 
 // Philox blocks (of four elements) for n elements: the kernels' work items.
-inline int64_t philox_blocks(int64_t n) { return (n + 3) / 4; }
+__host__ __device__ __forceinline__ int64_t philox_blocks(int64_t n) { return (n + 3) / 4; }
 
 FG_KERNELS_BEGIN
 
 template <class T>
 __global__ void uniform_kernel(T* out, int64_t n, uint64_t seed, uint64_t offset, double low,
                                double high) {
-  const int64_t blocks = (n + 3) / 4;
+  const int64_t blocks = philox_blocks(n);
   for (int64_t b = global_thread(); b < blocks; b += grid_threads()) {
     const Philox4 r = philox4x32(static_cast<uint64_t>(b), offset, seed);
 #pragma unroll
@@ -49,7 +49,7 @@ __global__ void uniform_kernel(T* out, int64_t n, uint64_t seed, uint64_t offset
 template <class T>
 __global__ void normal_kernel(T* out, int64_t n, uint64_t seed, uint64_t offset, double mean,
                               double std) {
-  const int64_t blocks = (n + 3) / 4;
+  const int64_t blocks = philox_blocks(n);
   for (int64_t b = global_thread(); b < blocks; b += grid_threads()) {
     const Philox4 r = philox4x32(static_cast<uint64_t>(b), offset, seed);
 #pragma unroll
@@ -76,7 +76,7 @@ __global__ void normal_kernel(T* out, int64_t n, uint64_t seed, uint64_t offset,
 template <class T>
 __global__ void dropout_mask_kernel(T* mask, int64_t n, uint64_t seed, uint64_t offset,
                                     float threshold, T scale) {
-  const int64_t blocks = (n + 3) / 4;
+  const int64_t blocks = philox_blocks(n);
   const T zero = convert<T>(0.0f);
   for (int64_t b = global_thread(); b < blocks; b += grid_threads()) {
     const Philox4 r = philox4x32(static_cast<uint64_t>(b), offset, seed);

@@ -85,4 +85,19 @@ inline void check_close(const std::vector<double>& got, const std::vector<double
   CHECK(error <= relative);
 }
 
+// A multi-tensor kernel's launch limits as plan_multi_tensor_launches takes
+// them (tests shrink them to make the plan split tensors), and the block size.
+struct MultiTensorLimits {
+  int max_tensors, max_blocks;
+  int64_t chunk;
+  unsigned threads;
+};
+
+// The chunks (blocks over all launches) that tensors of these sizes take.
+inline int64_t chunks_of(const std::vector<int64_t>& sizes, int64_t chunk) {
+  int64_t chunks = 0;
+  for (int64_t n : sizes) chunks += (n + chunk - 1) / chunk;
+  return chunks;
+}
+
 }  // namespace fg_emu_test

@@ -29,11 +29,7 @@ namespace {
 
 enum class Scale { none, f32, f64 };
 
-struct Plan {
-  int max_tensors, max_blocks;
-  int64_t chunk;
-  unsigned threads;
-};
+using Plan = fg_emu_test::MultiTensorLimits;
 
 // Within a few units in the last place of the operands' magnitude: the host
 // compiler and nvcc may each contract a multiply and an add into one fused
@@ -119,8 +115,7 @@ void run(const std::vector<int64_t>& sizes, const Plan& plan, Scale scale) {
                    batch, plan.chunk, &scalars, grad_scale);
     blocks_run += blocks;
   }
-  int64_t chunks = 0;
-  for (int64_t n : sizes) chunks += (n + plan.chunk - 1) / plan.chunk;
+  const int64_t chunks = fg_emu_test::chunks_of(sizes, plan.chunk);
   CHECK(blocks_run == chunks);
 
   for (size_t t = 0; t < sizes.size(); ++t) {

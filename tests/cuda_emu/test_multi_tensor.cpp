@@ -22,11 +22,7 @@ namespace mt = fg::cuda::multi_tensor_detail;
 
 namespace {
 
-struct Plan {
-  int max_tensors, max_blocks;
-  int64_t chunk;
-  unsigned threads;
-};
+using Plan = fg_emu_test::MultiTensorLimits;
 
 // Runs the plan over the tensors; launch(batch, blocks, first_block) per launch.
 template <class F>
@@ -64,8 +60,7 @@ void run(const std::vector<int64_t>& sizes, const Plan& plan) {
     }
     tensors.push_back(t);
   }
-  int64_t chunks = 0;
-  for (int64_t n : sizes) chunks += (n + plan.chunk - 1) / plan.chunk;
+  const int64_t chunks = fg_emu_test::chunks_of(sizes, plan.chunk);
 
   for (const fg_emu::LaunchOptions& options : fg_emu_test::schedules()) {
     INFO(fg_emu_test::describe(options));
