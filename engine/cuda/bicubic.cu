@@ -1,72 +1,12 @@
-// Bicubic resize of (N, C, H, W) planes with PyTorch's semantics, as the CPU
-// kernel (engine/cpu/kernels.cpp): cubic convolution with A = -0.75, source
-// coordinates by align_corners, taps clamped to the border. One thread per
-// output element, arithmetic in the CPU's type (float for bfloat16).
+// Bicubic resize of (N, C, H, W) planes with PyTorch's semantics: the checks
+// and the launch of the kernel in bicubic_kernels.cuh.
+#include "engine/cuda/bicubic_kernels.cuh"
 #include "engine/cuda/device_utils.cuh"
 #include "engine/cuda/kernels.h"
 
 namespace fg::cuda {
 
-namespace {
-
-template <class C>
-__device__ __forceinline__ void cubic_coefficients(C t, C (&coeffs)[4]) {
-  const C A = C(-0.75);
-  auto near = [A](C x) { return ((A + 2) * x - (A + 3)) * x * x + 1; };
-  auto far = [A](C x) { return ((A * x - 5 * A) * x + 8 * A) * x - 4 * A; };
-  coeffs[0] = far(t + 1);
-  coeffs[1] = near(t);
-  coeffs[2] = near(1 - t);
-  coeffs[3] = far(2 - t);
-}
-
-template <class C>
-__device__ __forceinline__ C source_index(int64_t dst, int64_t in_size, int64_t out_size,
-                                          bool align_corners) {
-  if (align_corners) {
-    const C scale =
-        out_size > 1 ? static_cast<C>(in_size - 1) / static_cast<C>(out_size - 1) : C(0);
-    return scale * static_cast<C>(dst);
-  }
-  const C scale = static_cast<C>(in_size) / static_cast<C>(out_size);
-  return scale * (static_cast<C>(dst) + C(0.5)) - C(0.5);
-}
-
-__device__ __forceinline__ int64_t clamp_index(int64_t i, int64_t size) {
-  return i < 0 ? 0 : (i >= size ? size - 1 : i);
-}
-
-template <class T>
-__global__ void bicubic_kernel(const T* x, T* out, int64_t planes, int64_t h, int64_t w, int64_t oh,
-                               int64_t ow, bool align_corners) {
-  using C = compute_t<T>;
-  const int64_t total = planes * oh * ow;
-  for (int64_t idx = global_thread(); idx < total; idx += grid_threads()) {
-    const int64_t ox = idx % ow, oy = (idx / ow) % oh, plane = idx / (ow * oh);
-    const C real_x = source_index<C>(ox, w, ow, align_corners);
-    const C real_y = source_index<C>(oy, h, oh, align_corners);
-    const C floor_x = floor(real_x), floor_y = floor(real_y);
-    C wx[4], wy[4];
-    cubic_coefficients(real_x - floor_x, wx);
-    cubic_coefficients(real_y - floor_y, wy);
-    const int64_t x0 = static_cast<int64_t>(floor_x) - 1, y0 = static_cast<int64_t>(floor_y) - 1;
-    const T* src = x + plane * h * w;
-    C acc = 0;
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      const T* row = src + clamp_index(y0 + k, h) * w;
-      // Same association as the CPU: a horizontal pass per row, then vertical.
-      const C horizontal = convert<C>(row[clamp_index(x0, w)]) * wx[0] +
-                           convert<C>(row[clamp_index(x0 + 1, w)]) * wx[1] +
-                           convert<C>(row[clamp_index(x0 + 2, w)]) * wx[2] +
-                           convert<C>(row[clamp_index(x0 + 3, w)]) * wx[3];
-      acc += horizontal * wy[k];
-    }
-    out[idx] = convert<T>(acc);
-  }
-}
-
-}  // namespace
+using namespace bicubic_detail;
 
 void bicubic_resize(const Tensor& x, const Tensor& out, bool align_corners) {
   FG_CHECK(x.dim() == 4 && out.dim() == 4 && x.is_contiguous() && out.is_contiguous(),
@@ -78,7 +18,7 @@ void bicubic_resize(const Tensor& x, const Tensor& out, bool align_corners) {
   FG_CHECK(x.numel() > 0, "bicubic_resize: empty input");
   const int64_t planes = x.size(0) * x.size(1);
   FG_CUDA_DISPATCH_FLOATING(x.dtype(), "bicubic_resize", [&] {
-    bicubic_kernel<scalar_t><<<grid_for(out.numel(), 256), 256, 0, stream()>>>(
+    bicubic_kernel<scalar_t><<<grid_for(out.numel(), kThreads), kThreads, 0, stream()>>>(
         static_cast<const scalar_t*>(x.data_ptr()), static_cast<scalar_t*>(out.data_ptr()), planes,
         x.size(2), x.size(3), out.size(2), out.size(3), align_corners);
   });

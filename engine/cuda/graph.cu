@@ -6,6 +6,7 @@
 #include <string>
 
 #include "engine/cuda/context.h"
+#include "engine/cuda/graph_kernels.cuh"
 #include "engine/cuda_graph.h"
 #include "engine/cuda_support.h"
 #include "engine/random.h"
@@ -14,20 +15,11 @@ namespace fg {
 namespace cuda {
 namespace {
 
-// Generators one captured step may draw from; values one write may carry.
+// Generators one captured step may draw from.
 constexpr int kMaxGenerators = 16;
-constexpr int kMaxValues = 16;
-
-template <class T>
-struct Values {
-  T v[kMaxValues];
-  int n;
-};
-
-template <class T>
-__global__ void write_values(T* dst, Values<T> values) {
-  if (static_cast<int>(threadIdx.x) < values.n) dst[threadIdx.x] = values.v[threadIdx.x];
-}
+using graph_detail::kMaxValues;
+using graph_detail::Values;
+using graph_detail::write_values;
 
 template <class T>
 void launch_write(T* dst, const Values<T>& values, const char* what) {

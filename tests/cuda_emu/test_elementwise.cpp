@@ -6,12 +6,15 @@
 // launchers tell apart: contiguous (flat, vector accesses), an operand one
 // element off alignment (flat, scalar accesses), a broadcast value (flat), a
 // broadcast row and a transposed view (strided); the grid is kept small so the
-// grid-stride loops and the vector tail run.
+// grid-stride loops and the vector tail run. Also copy's functors and its
+// any-to-any conversion kernel (engine/cuda/copy_kernels.cuh): fill, where,
+// the typed conversions of the fast path, and every pair of dtypes.
 #include "cuda_emu.h"
 // The emulation must come first.
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <random>
 #include <string>
@@ -19,6 +22,7 @@
 
 #include "compare.h"
 #include "engine/backend.h"
+#include "engine/cuda/copy_kernels.cuh"
 #include "engine/cuda/elementwise_kernels.cuh"
 #include "engine/cuda/elementwise_ops.cuh"
 #include "engine/ops.h"
@@ -294,36 +298,113 @@ TEST_CASE("elementwise kernels (emulated): unary ops against the CPU") {
   }
 }
 
-namespace {
-
-struct Seven {
-  __device__ float operator()() const { return 7.5f; }
-};
-struct Choose {
-  __device__ float operator()(bool c, float a, float b) const { return c ? a : b; }
-};
-
-}  // namespace
-
-TEST_CASE("elementwise kernels (emulated): no inputs and three inputs, contiguous and strided") {
-  // map0 (fill) into a contiguous tensor and into a transposed view; map3
-  // (where) with one value in each layout. Expected values
-  // are written out here: every element filled, each chosen from a or b.
+TEST_CASE("elementwise kernels (emulated): fill and where with copy's functors, contiguous and strided") {
+  // fill and where as copy_fill.cu launches them: map0 with Constant and map3
+  // with Select, both on bit patterns of the element's size. fill into a
+  // contiguous tensor and a transposed view; where with a, then b, in each
+  // layout. Expected values are written out here: every element filled, each
+  // chosen from a or b.
   for (const std::string how : {"contiguous", "transposed"}) {
     const Tensor base = Tensor::zeros({kShape[1], kShape[0]});
     const Tensor out = how == "contiguous" ? Tensor::zeros(kShape) : base.transpose(0, 1);
-    check_path(map0<float>(out, Seven{}), how);
+    const float value = 7.5f;
+    uint32_t bits = 0;
+    std::memcpy(&bits, &value, sizeof(bits));
+    check_path(map0<uint32_t>(out, cu::copy_detail::Constant<uint32_t>{bits}), how);
     for (double v : fg_emu_test::to_vector(out)) REQUIRE(v == 7.5);
   }
   for (const std::string& how : kLayouts) {
-    const Tensor c = gt(operand("contiguous", DType::Float32, 7, -1.0, 1.0), 0.0);
-    const Tensor a = operand(how, DType::Float32, 8, -3.0, 3.0);
-    const Tensor b = operand("contiguous", DType::Float32, 9, -3.0, 3.0);
-    const Tensor got = Tensor::empty(kShape);
-    const cu::MapPlan plan = map3<float, bool, float, float>(c, a, b, got, Choose{});
-    check_path(plan, how);
-    const std::vector<double> cv = fg_emu_test::to_vector(c), av = fg_emu_test::to_vector(a),
-                              bv = fg_emu_test::to_vector(b), gv = fg_emu_test::to_vector(got);
-    for (size_t i = 0; i < gv.size(); ++i) REQUIRE(gv[i] == (cv[i] != 0.0 ? av[i] : bv[i]));
+    for (bool a_varies : {true, false}) {
+      const Tensor c = gt(operand("contiguous", DType::Float32, 7, -1.0, 1.0), 0.0);
+      const Tensor a = operand(a_varies ? how : "contiguous", DType::Float64, 8, -3.0, 3.0);
+      const Tensor b = operand(a_varies ? "contiguous" : how, DType::Float64, 9, -3.0, 3.0);
+      const Tensor got = Tensor::empty(kShape, DType::Float64);
+      const cu::MapPlan plan = map3<uint64_t, bool, uint64_t, uint64_t>(
+          c, a, b, got, cu::copy_detail::Select<uint64_t>{});
+      check_path(plan, how);
+      const std::vector<double> cv = fg_emu_test::to_vector(c), av = fg_emu_test::to_vector(a),
+                                bv = fg_emu_test::to_vector(b), gv = fg_emu_test::to_vector(got);
+      for (size_t i = 0; i < gv.size(); ++i) REQUIRE(gv[i] == (cv[i] != 0.0 ? av[i] : bv[i]));
+    }
+  }
+}
+
+namespace {
+
+// copy_fill.cu's fast path: map1 with Convert<To, From>, against the CPU's copy.
+template <class DevTo, class DevFrom>
+void check_fast_copy(DType from, DType to) {
+  Backend& cpu = backend_for(kCPU);
+  for (const std::string& how : kLayouts) {
+    INFO(dtype_name(from) << " to " << dtype_name(to) << ", source " << how);
+    // Values with more bits than either type keeps: every element rounds.
+    const Tensor src = operand(how, from, 21, -1000.0, 1000.0);
+    const Tensor got = Tensor::full(kShape, NAN, to), expected = Tensor::empty(kShape, to);
+    check_path(map1<DevTo, DevFrom>(src, got, cu::copy_detail::Convert<DevTo, DevFrom>{}), how);
+    cpu.copy(src, expected);
+    const std::vector<double> g = fg_emu_test::to_vector(got), e = fg_emu_test::to_vector(expected);
+    for (size_t i = 0; i < g.size(); ++i) {
+      INFO("element " << i << ": " << g[i] << " against " << e[i]);
+      REQUIRE(g[i] == e[i]);
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("elementwise kernels (emulated): copy's typed conversions round as the CPU's, bitwise") {
+  check_fast_copy<cu::bf16, float>(DType::Float32, DType::BFloat16);
+  check_fast_copy<float, cu::bf16>(DType::BFloat16, DType::Float32);
+  check_fast_copy<double, float>(DType::Float32, DType::Float64);
+  check_fast_copy<float, double>(DType::Float64, DType::Float32);
+  // A same-dtype copy between views moves bit patterns (Identity on uint16_t).
+  for (const std::string& how : kLayouts) {
+    const Tensor src = operand(how, DType::BFloat16, 22, -5.0, 5.0);
+    const Tensor got = Tensor::full(kShape, NAN, DType::BFloat16);
+    check_path(map1<uint16_t, uint16_t>(src, got, cu::copy_detail::Identity<uint16_t>{}), how);
+    CHECK(fg_emu_test::to_vector(got) == fg_emu_test::to_vector(src));
+  }
+}
+
+TEST_CASE("copy kernel (emulated): any dtype to any dtype between strided views, as the CPU") {
+  // convert_strided, copy's path for the pairs without a typed one: a
+  // transposed source into a contiguous output and into a transposed one.
+  // Values stay where every conversion is defined (no negative values into
+  // uint8, nothing out of int32's range); fractions truncate toward zero into
+  // integers, and 1 + 2^-8 + 2^-30 shows the double rounding through float
+  // that the CPU does into bfloat16 and float16 (1, where direct rounding
+  // would give 1 + 2^-7). Every fifth value is zero (false as bool).
+  const std::vector<DType> all = {DType::Float32, DType::Float64, DType::BFloat16, DType::Float16,
+                                  DType::Int32,   DType::Int64,   DType::UInt8,    DType::Bool};
+  const int64_t rows = 9, cols = 31;  // 279 elements over 2 x 64 threads: every thread loops
+  Backend& cpu = backend_for(kCPU);
+  for (DType from : all) {
+    for (DType to : all) {
+      std::mt19937_64 rng(static_cast<uint64_t>(from) * 16 + static_cast<uint64_t>(to));
+      const bool unsigned_only = from == DType::UInt8 || to == DType::UInt8;
+      std::uniform_real_distribution<double> dist(unsigned_only ? 0.0 : -120.0, 250.0);
+      std::vector<double> v;
+      for (int64_t i = 0; i < rows * cols; ++i) v.push_back(i % 5 == 0 ? 0.0 : dist(rng));
+      v[1] = 1.0 + std::ldexp(1.0, -8) + std::ldexp(1.0, -30);
+      const Tensor src = Tensor::from_vector(v, {cols, rows}).to(from).transpose(0, 1);
+      for (bool transposed_out : {false, true}) {
+        INFO(dtype_name(from) << " to " << dtype_name(to)
+                              << (transposed_out ? ", transposed output" : ""));
+        const Tensor got = transposed_out
+                               ? Tensor::zeros({cols, rows}, to).transpose(0, 1)
+                               : Tensor::zeros({rows, cols}, to);
+        const Tensor expected = Tensor::empty({rows, cols}, to);
+        const auto ix = cu::make_indexer<2>(got.shape(), {&got, &src});
+        fg_emu::launch(dim3(kGrid), dim3(64), 0, cu::copy_detail::convert_strided, got.data_ptr(),
+                       got.dtype(), src.data_ptr(), src.dtype(), ix);
+        cpu.copy(src, expected);
+        const std::vector<double> g = fg_emu_test::to_vector(got),
+                                  e = fg_emu_test::to_vector(expected);
+        for (size_t i = 0; i < g.size(); ++i) {
+          INFO("element " << i << ": " << g[i] << " against " << e[i]);
+          REQUIRE(g[i] == e[i]);
+        }
+      }
+    }
   }
 }
