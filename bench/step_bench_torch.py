@@ -7,7 +7,9 @@ one JSON object:
   {"ok": true, "variant": "eager", "torch_version": ..., "times": [seconds per
    timed step], "phases": {"forward": [...], ...} (with --breakdown),
    "peak_memory_bytes": ... (CUDA: torch.cuda.max_memory_allocated over the
-   timed steps), "max_rss_bytes": ... (the process's peak resident set, VmHWM),
+   timed steps), "tensor_peak_bytes": ... (CPU, eager: the most bytes tensors
+   held during one more step, see cpu_tensor_meter), "max_rss_bytes": ...
+   (the process's peak resident set, VmHWM),
    "notes": [...]}
 or {"ok": false, "variant": ..., "unavailable": "why"} when the variant cannot
 run here (torch.compile before torch 2.0, or torch.compile failing on the
@@ -50,6 +52,55 @@ def max_rss_bytes():
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def cpu_tensor_meter(torch):
+    """(make_meter, bytes_in_use), or (None, None) where CPU memory cannot be metered.
+
+    make_meter(baseline) is a context manager whose peak_bytes() is the most
+    memory in use while it was entered, less the baseline (a bytes_in_use()).
+
+    PyTorch keeps no count of CPU tensor memory; its CPU allocator takes every
+    tensor from the C library's malloc and frees it at once. So glibc's bytes in
+    use (mallinfo2: heap chunks plus mmapped ones) are read before and after
+    every operator PyTorch dispatches (autograd's backward operators included),
+    and the meter keeps the most seen, less what was in use when it was made.
+    Scratch an operator allocates and frees inside itself is not seen; Python
+    objects (interpreter allocations outside pymalloc) are, a few KiB a step."""
+    import ctypes
+    try:
+        from torch.utils._python_dispatch import TorchDispatchMode
+        libc = ctypes.CDLL("libc.so.6")
+        mallinfo2 = libc.mallinfo2
+    except (ImportError, OSError, AttributeError):
+        return None, None
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in
+                    ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                     "uordblks", "fordblks", "keepcost")]
+
+    mallinfo2.restype = MallInfo2
+
+    def in_use():
+        m = mallinfo2()
+        return m.uordblks + m.hblkhd
+
+    class Meter(TorchDispatchMode):
+        def __init__(self, baseline):
+            super().__init__()
+            self.baseline, self.peak = baseline, baseline
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.peak = max(self.peak, in_use())
+            out = func(*args, **(kwargs or {}))
+            self.peak = max(self.peak, in_use())
+            return out
+
+        def peak_bytes(self):
+            return self.peak - self.baseline
+
+    return Meter, in_use
 
 
 def emit(obj):
@@ -97,6 +148,11 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
 
+    # CPU tensor memory counts from here, as fgmoe counts every live tensor: the
+    # weights, their gradients, AdamW's moments, the batch and the activations.
+    make_meter, bytes_in_use = (cpu_tensor_meter(torch) if dev.type == "cpu" and a.variant == "eager"
+                                else (None, None))
+    baseline = bytes_in_use() if bytes_in_use else 0
     cfg = json.loads(a.config) if a.config else preset(a.model, a.classes, a.image_size)
     model = ReferenceSoftMoEViT(cfg).to(dev).train()
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and not n.endswith(".bias")]
@@ -123,28 +179,32 @@ def main():
     times = []
     phases = {"forward": [], "backward": [], "optimizer": []}
 
+    def step():
+        with autocast():
+            logits, aux = run(images, masks)
+            loss = torch.sum(-targets * torch.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+            if aux is not None:
+                loss = loss + 0.01 * aux
+        if a.breakdown:
+            sync()
+        t1 = time.perf_counter()
+        loss.backward()
+        if a.breakdown:
+            sync()
+        t2 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync()
+        return t1, t2
+
     def steps():
         for it in range(a.warmup + a.steps):
             if it == a.warmup and dev.type == "cuda":
                 sync()
                 torch.cuda.reset_peak_memory_stats()
             t0 = time.perf_counter()
-            with autocast():
-                logits, aux = run(images, masks)
-                loss = torch.sum(-targets * torch.log_softmax(logits.float(), dim=-1), dim=-1).mean()
-                if aux is not None:
-                    loss = loss + 0.01 * aux
-            if a.breakdown:
-                sync()
-            t1 = time.perf_counter()
-            loss.backward()
-            if a.breakdown:
-                sync()
-            t2 = time.perf_counter()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            sync()
+            t1, t2 = step()
             t3 = time.perf_counter()
             if it >= a.warmup:
                 times.append(t3 - t0)
@@ -164,11 +224,22 @@ def main():
         emit({"ok": False, "variant": a.variant, "torch_version": torch.__version__,
               "unavailable": f"torch.compile failed in torch {torch.__version__}: {type(e).__name__}: {first_line}"})
         return
+    tensor_peak = None
+    if make_meter:
+        # One more step, metered (the meter's own cost stays out of the timed steps).
+        m = make_meter(baseline)
+        with m:
+            step()
+        tensor_peak = m.peak_bytes()
+    elif dev.type == "cpu" and a.variant == "eager":
+        notes.append("CPU tensor memory not metered: needs glibc's mallinfo2 and TorchDispatchMode")
     out = {"ok": True, "variant": a.variant, "torch_version": torch.__version__, "device": dev.type,
            "precision": a.precision, "threads": torch.get_num_threads(), "times": times,
            "max_rss_bytes": max_rss_bytes(), "notes": notes}
     if a.breakdown:
         out["phases"] = phases
+    if tensor_peak is not None:
+        out["tensor_peak_bytes"] = tensor_peak
     if dev.type == "cuda":
         out["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
         out["tf32"] = torch.backends.cuda.matmul.allow_tf32

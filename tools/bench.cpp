@@ -370,6 +370,7 @@ Side run_peer(const Options& o, const models::ModelConfig& config, const std::st
     for (const char* p : kPhases) side.phases[p] = r["phases"].at(p).get<std::vector<double>>();
   if (r.contains("peak_memory_bytes")) side.peak_memory = r["peak_memory_bytes"].get<double>();
   if (r.contains("max_rss_bytes")) side.max_rss = r["max_rss_bytes"].get<double>();
+  if (r.contains("tensor_peak_bytes")) side.tensor_peak = r["tensor_peak_bytes"].get<double>();
   for (const auto& note : r.value("notes", Json::array())) std::printf("  [peer] %s\n", note.get<std::string>().c_str());
   return side;
 }
@@ -636,8 +637,9 @@ int main(int argc, char** argv) {
     const double fg_median = stats_of(fg_side.times).median;
     const double flops_step = step_flops_per_image * static_cast<double>(o.batch);
     const bool show_mfu = peak_tflops > 0;
-    std::printf("\n%-18s %9s %10s %9s %9s %9s %10s%s %10s %9s\n", "", "images/s", "median ms", "min ms", "max ms",
-                "IQR ms", cuda ? "TFLOP/s" : "GFLOP/s", show_mfu ? "      MFU" : "",
+    // On the CPU a column of the tensors' own peak beside the process's.
+    std::printf("\n%-18s %9s %10s %9s %9s %9s %10s%s%s %10s %9s\n", "", "images/s", "median ms", "min ms", "max ms",
+                "IQR ms", cuda ? "TFLOP/s" : "GFLOP/s", show_mfu ? "      MFU" : "", cuda ? "" : "    tensors",
                 cuda ? "peak mem" : "max RSS", "ratio");
     for (const Side& s : sides) {
       if (!s.available) {
@@ -648,9 +650,11 @@ int main(int argc, char** argv) {
       const double rate = flops_step / st.median;
       char mfu[32] = "";
       if (show_mfu) std::snprintf(mfu, sizeof mfu, " %8.1f%%", 100.0 * rate / (peak_tflops * 1e12));
-      std::printf("%-18s %9.2f %10.1f %9.1f %9.1f %9.1f %10.1f%s %10s %8.2fx\n", s.name.c_str(),
+      char tensors[32] = "";
+      if (!cuda) std::snprintf(tensors, sizeof tensors, " %10s", mib(s.tensor_peak).c_str());
+      std::printf("%-18s %9.2f %10.1f %9.1f %9.1f %9.1f %10.1f%s%s %10s %8.2fx\n", s.name.c_str(),
                   static_cast<double>(o.batch) / st.median, st.median * 1e3, st.min * 1e3, st.max * 1e3,
-                  st.iqr() * 1e3, cuda ? rate / 1e12 : rate / 1e9, mfu,
+                  st.iqr() * 1e3, cuda ? rate / 1e12 : rate / 1e9, mfu, tensors,
                   mib(cuda ? s.peak_memory : s.max_rss).c_str(), st.median / fg_median);
     }
     std::printf("ratio: the row's median step time over fgmoe's, i.e. fgmoe's speed-up over that row "
@@ -662,8 +666,12 @@ int main(int argc, char** argv) {
                   "512 bytes (fgmoe's allocator; torch.cuda.max_memory_allocated); fgmoe's size classes "
                   "held %s at the peak\n", mib(size_class_peak).c_str());
     else
-      std::printf("max RSS: the process's peak resident memory (includes the interpreter and libraries for "
-                  "PyTorch); fgmoe's tensors peaked at %s\n", mib(fg_side.tensor_peak).c_str());
+      std::printf("tensors: most bytes held by live tensors in a step (weights, gradients, AdamW's moments, "
+                  "batch, activations); fgmoe: its CPU allocator's count over the timed steps; PyTorch eager: "
+                  "the C library's bytes in use, read around every operator of one more step, less those in use "
+                  "before the model was built (- where it cannot be metered)\n"
+                  "max RSS: the process's peak resident memory (includes the interpreter and libraries for "
+                  "PyTorch)\n");
     if (o.breakdown) {
       std::printf("\nphases (median ms): %18s %10s %10s\n", "forward+loss", "backward", "optimizer");
       for (const Side& s : sides) {

@@ -1,7 +1,8 @@
 """fgmoe-bench on a tiny model: the JSON record holds every field with sane
 values (positive times, ordered statistics, ratios equal to the peer's median
 over fgmoe's), once through the data loader on a tiny synthetic dataset and,
-when torch is installed, once against the PyTorch peer."""
+when torch is installed, once against the PyTorch peer (CPU tensor peaks of
+both sides included)."""
 import argparse
 import json
 import math
@@ -129,6 +130,12 @@ def main():
             check_side(j, "fgmoe", 2)
             check(j["fgmoe"].get("tensor_peak_bytes", 0) > 0, "fgmoe tensor peak missing on the CPU")
             check_side(j, "pytorch_eager", 2)
+            # Both tensor peaks hold at least the float32 weights, their gradients and
+            # AdamW's two moments: a meter that started counting late falls below.
+            static = 4 * 4 * j["config"]["parameters"]
+            for key in ("fgmoe", "pytorch_eager"):
+                peak = j.get(key, {}).get("tensor_peak_bytes", 0)
+                check(static < peak < 50 * static, f"{key}: tensor peak {peak} not above 4 x 4 bytes per parameter")
             if not failures:
                 r = j["ratios"].get("eager")
                 check(r is not None and abs(r - j["pytorch_eager"]["median_s"] / j["fgmoe"]["median_s"]) < 1e-9 * r,
