@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA backend's check on a machine with an NVIDIA GPU, in one command:
 #   1. build for Hopper (CMAKE_CUDA_ARCHITECTURES=90, or $FGMOE_CUDA_ARCH),
-#   2. tests: the CUDA tests (and the CPU engine tests) through ctest,
+#   2. tests: the CUDA tests, the trainer's GPU cases (and the CPU engine
+#      tests) through ctest,
 #   3. bench (FGMOE_GPU_BENCH=1): the whole-step comparison (soft_moe_32, batch
 #      128: bf16 with fused (tensor-core), composite and CUDA-core attention, then bf16 and
 #      fp32/TF32 against PyTorch eager and torch.compile, and the same replayed
@@ -17,6 +18,11 @@
 #   FGMOE_GPU_STEPS="tests bench sanitizers"  the steps to run after the build
 #       (default: tests and sanitizers, and bench with FGMOE_GPU_BENCH=1); a
 #       second run in the same build folder rebuilds only what changed
+#   FGMOE_GPU_BENCH_ONLY="graph fp32"  bench: only the runs whose name holds
+#       one of these words (the names: "bf16 fused attention", "bf16 composite
+#       attention", "bf16 CUDA-core attention", "bf16 against PyTorch", "bf16
+#       CUDA graph against PyTorch", "fp32 TF32 against PyTorch", "fp32 TF32
+#       CUDA graph"), to split the runs over calls with a time limit
 #   FGMOE_SANITIZER_ARGS='--test-case=*attention*'  a doctest filter for the
 #       sanitizer runs (one argument)
 #   FGMOE_PYTHON=/path/python3  the Python with PyTorch for the bench's peer
@@ -84,7 +90,7 @@ STEPS=" ${FGMOE_GPU_STEPS:-$DEFAULT_STEPS} "
 wants() { [[ "$STEPS" == *" $1 "* ]]; }
 PYTHON=${FGMOE_PYTHON:-$(command -v python3 || echo python3)}
 
-TARGETS=(test_cuda test_engine fgmoe-cuda-bench)
+TARGETS=(test_cuda test_engine test_train fgmoe-cuda-bench)
 wants bench && TARGETS+=(fgmoe-bench)
 step "configure" cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$ARCH" \
   "${EXTRA_CMAKE_ARGS[@]}" &&
@@ -92,14 +98,18 @@ step "configure" cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_
 TEST_BIN="$BUILD/tests/cuda/test_cuda"
 BENCH_LOGS=()
 if [ $STATUS -eq 0 ] && wants tests; then
-  step "ctest CUDA tests" ctest --test-dir "$BUILD" -R '^test_cuda' --output-on-failure
+  # '^test_cuda:' and not '^test_cuda': the CUDA emulation's tests (test_cuda_emu*)
+  # run on the CPU, in CI, and are not built here.
+  step "ctest CUDA tests" ctest --test-dir "$BUILD" -R '^test_cuda:' --output-on-failure
+  step "ctest trainer GPU cases" ctest --test-dir "$BUILD" -R '^test_train:.*GPU' --output-on-failure
   step "ctest CPU engine tests" ctest --test-dir "$BUILD" -R '^test_engine' --output-on-failure -j"$JOBS"
   # Every GPU test must have run, not skipped.
-  if grep -q "FGMOE_SKIPPED" "$LOGS/ctest_CUDA_tests.log" 2>/dev/null ||
-     grep -q "(Skipped)" "$LOGS/ctest_CUDA_tests.log" 2>/dev/null; then
-    SUMMARY+=("FAIL  CUDA tests were skipped: no GPU visible to the tests")
-    STATUS=1
-  fi
+  for log in "$LOGS/ctest_CUDA_tests.log" "$LOGS/ctest_trainer_GPU_cases.log"; do
+    if grep -q "FGMOE_SKIPPED" "$log" 2>/dev/null || grep -q "(Skipped)" "$log" 2>/dev/null; then
+      SUMMARY+=("FAIL  $(basename "$log" .log): skipped, no GPU visible to the tests")
+      STATUS=1
+    fi
+  done
 fi
 if [ $STATUS -eq 0 ] && wants bench; then
   BENCH=("$BUILD/fgmoe-bench" --device cuda --model soft_moe_32 --batch 128 --warmup 5 --steps 20)
@@ -109,6 +119,12 @@ if [ $STATUS -eq 0 ] && wants bench; then
   bench() {  # bench NAME ARGS...: one fgmoe-bench run, its JSON beside its log
     local name=$1
     shift
+    # FGMOE_GPU_BENCH_ONLY: run only the runs whose name holds one of these words.
+    if [ -n "${FGMOE_GPU_BENCH_ONLY:-}" ]; then
+      local word picked=0
+      for word in $FGMOE_GPU_BENCH_ONLY; do [[ "$name" == *"$word"* ]] && picked=1; done
+      [ $picked = 1 ] || return 0
+    fi
     step "bench $name" "${BENCH[@]}" "$@" --json "$LOGS/bench_${name// /_}.json"
     BENCH_LOGS+=("$LOGS/bench_${name// /_}.log")
   }
