@@ -25,7 +25,7 @@ namespace {
 
 template <class T>
 void run(DType dtype, int64_t h, int64_t w, int64_t oh, int64_t ow, bool align_corners) {
-  INFO(dtype_name(dtype) << ": " << h << "x" << w << " to " << oh << "x" << ow
+  INFO(std::string(dtype_name(dtype)) << ": " << h << "x" << w << " to " << oh << "x" << ow
                          << (align_corners ? ", align_corners" : ""));
   const int64_t n = 2, c = 3;
   std::mt19937_64 rng(static_cast<uint64_t>(h * 1000 + w * 10 + oh));

@@ -110,6 +110,11 @@ cu::MapPlan map0(const Tensor& out, F f) {
   return plan;
 }
 
+bool is_integral(DType dtype) {
+  return dtype == DType::Int64 || dtype == DType::Int32 || dtype == DType::UInt8 ||
+         dtype == DType::Bool;
+}
+
 // The output's shape; 7 x 37 = 259 elements: not a multiple of any vector width.
 const Shape kShape{7, 37};
 
@@ -123,7 +128,7 @@ Tensor operand(const std::string& how, DType dtype, uint64_t seed, double lo, do
   auto values = [&](int64_t n) {
     std::vector<double> v;
     for (int64_t i = 0; i < n; ++i)
-      v.push_back(dtype == DType::Int64 ? std::round(dist(rng)) : dist(rng));
+      v.push_back(is_integral(dtype) ? std::round(dist(rng)) : dist(rng));
     return Tensor::from_vector(v, {n}).to(dtype);
   };
   const int64_t rows = kShape[0], cols = kShape[1];
@@ -248,6 +253,40 @@ TEST_CASE("elementwise kernels (emulated): binary ops in every layout against th
   }
 }
 
+TEST_CASE("elementwise kernels (emulated): int32, uint8 and bool ops against the CPU") {
+  // The other integer instantiations binary() and unary() launch. uint8
+  // arithmetic wraps around (sub below zero, mul past 255) on both sides.
+  for (BinaryOp op : {BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Maximum,
+                      BinaryOp::Minimum}) {
+    binary_case<int32_t>(DType::Int32, op, 0.0, -50.0, 50.0);
+    binary_case<uint8_t>(DType::UInt8, op, 0.0, 0.0, 40.0);
+  }
+  for (BinaryOp op : {BinaryOp::Eq, BinaryOp::Ne, BinaryOp::Lt, BinaryOp::Gt, BinaryOp::Le,
+                      BinaryOp::Ge, BinaryOp::LogicalAnd, BinaryOp::LogicalOr}) {
+    binary_case<int32_t>(DType::Int32, op, 0.0, -2.0, 2.0);
+    binary_case<uint8_t>(DType::UInt8, op, 0.0, 0.0, 3.0);
+    binary_case<bool>(DType::Bool, op, 0.0, -1.0, 1.0);  // rounded: about a third false
+  }
+  // logical_not from each of them (and float32), zeros among the values.
+  Backend& cpu = backend_for(kCPU);
+  auto logical_not = [&](auto tag, DType dtype, double lo, double hi) {
+    using T = decltype(tag);
+    for (const std::string how : {"contiguous", "misaligned", "transposed"}) {
+      INFO("logical_not of " << std::string(dtype_name(dtype)) << ", input " << how);
+      const Tensor x = operand(how, dtype, 10, lo, hi);
+      const Tensor got = Tensor::empty(kShape, DType::Bool), expected = Tensor::empty(kShape, DType::Bool);
+      check_path(map1<bool, T>(x, got, cu::LogicalNotFn<T>{}), how);
+      // The CPU's logical_not takes floating inputs only: x == 0 there.
+      cpu.binary(BinaryOp::Eq, x, Tensor::zeros(kShape, dtype), expected);
+      CHECK(fg_emu_test::to_vector(got) == fg_emu_test::to_vector(expected));
+    }
+  };
+  logical_not(int32_t{}, DType::Int32, -2.0, 2.0);
+  logical_not(uint8_t{}, DType::UInt8, 0.0, 2.0);
+  logical_not(bool{}, DType::Bool, -1.0, 1.0);
+  logical_not(float{}, DType::Float32, -1.0, 1.0);
+}
+
 TEST_CASE("elementwise kernels (emulated): a bfloat16 tensor with a float32 operand rounds once") {
   // binary()'s mixed path: launch_map2<bf16, bf16, float> (and the reverse),
   // computed in float and rounded to bfloat16 once, as the CPU does.
@@ -336,7 +375,7 @@ template <class DevTo, class DevFrom>
 void check_fast_copy(DType from, DType to) {
   Backend& cpu = backend_for(kCPU);
   for (const std::string& how : kLayouts) {
-    INFO(dtype_name(from) << " to " << dtype_name(to) << ", source " << how);
+    INFO(std::string(dtype_name(from)) << " to " << std::string(dtype_name(to)) << ", source " << how);
     // Values with more bits than either type keeps: every element rounds.
     const Tensor src = operand(how, from, 21, -1000.0, 1000.0);
     const Tensor got = Tensor::full(kShape, NAN, to), expected = Tensor::empty(kShape, to);
@@ -388,7 +427,7 @@ TEST_CASE("copy kernel (emulated): any dtype to any dtype between strided views,
       v[1] = 1.0 + std::ldexp(1.0, -8) + std::ldexp(1.0, -30);
       const Tensor src = Tensor::from_vector(v, {cols, rows}).to(from).transpose(0, 1);
       for (bool transposed_out : {false, true}) {
-        INFO(dtype_name(from) << " to " << dtype_name(to)
+        INFO(std::string(dtype_name(from)) << " to " << std::string(dtype_name(to))
                               << (transposed_out ? ", transposed output" : ""));
         const Tensor got = transposed_out
                                ? Tensor::zeros({cols, rows}, to).transpose(0, 1)

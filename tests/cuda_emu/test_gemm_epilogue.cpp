@@ -47,7 +47,7 @@ Tensor view_of(const std::vector<double>& c) {
 
 template <class T>
 void run(DType dtype, double beta, bool with_bias, bool relu) {
-  INFO(dtype_name(dtype) << ", beta " << beta << (with_bias ? ", bias" : "")
+  INFO(std::string(dtype_name(dtype)) << ", beta " << beta << (with_bias ? ", bias" : "")
                          << (relu ? ", relu" : ""));
   std::mt19937_64 rng(7);
   std::vector<double> c0 = storage(rng);
