@@ -42,7 +42,7 @@ bool try_convert_fast(const Tensor& src, const Tensor& dst) {
   if (src.dtype() != DTypeOf<From>::value || dst.dtype() != DTypeOf<To>::value) return false;
   using DevTo = std::conditional_t<std::is_same_v<To, BFloat16>, bf16, To>;
   using DevFrom = std::conditional_t<std::is_same_v<From, BFloat16>, bf16, From>;
-  launch_map1<DevTo, DevFrom>("copy", src, dst, Convert<DevTo, DevFrom>{});
+  launch_map<DevTo, DevFrom>("copy", Convert<DevTo, DevFrom>{}, dst, src);
   return true;
 }
 
@@ -72,7 +72,7 @@ void copy(const Tensor& src, const Tensor& dst) {
     }
     dispatch_element_size(dst.element_size(), "copy", [&](auto tag) {
       using U = decltype(tag);
-      launch_map1<U, U>("copy", src, dst, Identity<U>{});
+      launch_map<U, U>("copy", Identity<U>{}, dst, src);
     });
     return;
   }
@@ -95,7 +95,7 @@ void fill(const Tensor& dst, double value) {
   });
   dispatch_element_size(dst.element_size(), "fill", [&](auto tag) {
     using U = decltype(tag);
-    launch_map0<U>("fill", dst, Constant<U>{static_cast<U>(bits)});
+    launch_map<U>("fill", Constant<U>{static_cast<U>(bits)}, dst);
   });
 }
 
@@ -106,7 +106,7 @@ void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& o
            "where: operands must be broadcast to the output's shape");
   dispatch_element_size(out.element_size(), "where", [&](auto tag) {
     using U = decltype(tag);
-    launch_map3<U, bool, U, U>("where", cond, a, b, out, Select<U>{});
+    launch_map<U, bool, U, U>("where", Select<U>{}, out, cond, a, b);
   });
 }
 

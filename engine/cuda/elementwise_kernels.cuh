@@ -1,4 +1,4 @@
-// Elementwise map kernels over 0 to 3 inputs and one output, and the
+// Elementwise map kernels over any number of inputs and one output, and the
 // host-side choice of their path.
 //
 // Two paths: "flat", when the output is contiguous and every input is either
@@ -9,10 +9,12 @@
 // types (it converts to its compute type itself).
 //
 // Written against the CUDA subset of the tests' host emulation, which compiles
-// this header for the host; elementwise.cuh holds the launchers.
+// this header for the host; elementwise.cuh launches through run_map.
 #pragma once
 
 #include <algorithm>
+#include <array>
+#include <utility>
 
 #include "engine/cuda/device_utils.cuh"
 #include "engine/cuda/kernel_header.cuh"
@@ -36,17 +38,15 @@ struct FlatIn {
   bool broadcast;  // one value for every element
 };
 
+// VEC consecutive values of an input (one value repeated when it is broadcast).
 template <int VEC, class T>
-__device__ __forceinline__ void load_vec(const FlatIn<T>& in, int64_t vec_index, T (&values)[VEC]) {
-  if (in.broadcast) {
-    const T v = in.ptr[0];
+__device__ __forceinline__ Vec<T, VEC> load_vec(const FlatIn<T>& in, int64_t vec_index) {
+  if (!in.broadcast) return reinterpret_cast<const Vec<T, VEC>*>(in.ptr)[vec_index];
+  Vec<T, VEC> values;
+  const T v = in.ptr[0];
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) values[k] = v;
-  } else {
-    const Vec<T, VEC> loaded = reinterpret_cast<const Vec<T, VEC>*>(in.ptr)[vec_index];
-#pragma unroll
-    for (int k = 0; k < VEC; ++k) values[k] = loaded.v[k];
-  }
+  for (int k = 0; k < VEC; ++k) values.v[k] = v;
+  return values;
 }
 
 template <class T>
@@ -64,125 +64,47 @@ __device__ __forceinline__ void store_vec(R* out, int64_t vec_index, const R (&v
 
 // ---------------------------------------------------------------- kernels
 
+// f applied lane by lane to VEC values of each input.
+template <int VEC, class R, class F, class... In>
+__device__ __forceinline__ void apply_vec(R (&r)[VEC], F& f, const Vec<In, VEC>&... in) {
+#pragma unroll
+  for (int k = 0; k < VEC; ++k) r[k] = f(in.v[k]...);
+}
+
+// f applied to the inputs at a strided element's offsets (off[0] is the output's).
+template <class F, size_t... I, class... In>
+__device__ __forceinline__ auto apply_at(F& f, const int64_t* off, std::index_sequence<I...>,
+                                         const In*... in) {
+  return f(in[off[I + 1]]...);
+}
+
 FG_KERNELS_BEGIN
 
-template <int VEC, class R, class F>
-__global__ void map0_flat(R* out, int64_t n, bool vectorized, F f) {
+// out[i] = f(in[i]...) for a contiguous output and contiguous or broadcast inputs;
+// VEC elements a thread at a time when vectorized, then the tail one by one.
+template <int VEC, class R, class F, class... In>
+__global__ void map_flat(R* out, int64_t n, bool vectorized, F f, FlatIn<In>... in) {
   const int64_t step = grid_threads();
   int64_t tail = 0;
   if (vectorized) {
     const int64_t nvec = n / VEC;
     for (int64_t v = global_thread(); v < nvec; v += step) {
       R r[VEC];
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) r[k] = f();
+      apply_vec<VEC>(r, f, load_vec<VEC>(in, v)...);
       store_vec<VEC>(out, v, r);
     }
     tail = nvec * VEC;
   }
-  for (int64_t i = tail + global_thread(); i < n; i += step) out[i] = f();
+  for (int64_t i = tail + global_thread(); i < n; i += step) out[i] = f(load_one(in, i)...);
 }
 
-template <class R, class F>
-__global__ void map0_strided(R* out, StridedIndexer<1> ix, F f) {
+// The same over any views: the indexer gives each operand's offset.
+template <class R, class F, class... In>
+__global__ void map_strided(R* out, StridedIndexer<1 + sizeof...(In)> ix, F f, const In*... in) {
   for (int64_t i = global_thread(); i < ix.numel; i += grid_threads()) {
-    int64_t off[1];
+    int64_t off[1 + sizeof...(In)];
     ix.offsets(i, off);
-    out[off[0]] = f();
-  }
-}
-
-template <int VEC, class R, class A, class F>
-__global__ void map1_flat(R* out, FlatIn<A> a, int64_t n, bool vectorized, F f) {
-  const int64_t step = grid_threads();
-  int64_t tail = 0;
-  if (vectorized) {
-    const int64_t nvec = n / VEC;
-    for (int64_t v = global_thread(); v < nvec; v += step) {
-      A av[VEC];
-      load_vec<VEC>(a, v, av);
-      R r[VEC];
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) r[k] = f(av[k]);
-      store_vec<VEC>(out, v, r);
-    }
-    tail = nvec * VEC;
-  }
-  for (int64_t i = tail + global_thread(); i < n; i += step) out[i] = f(load_one(a, i));
-}
-
-template <class R, class A, class F>
-__global__ void map1_strided(R* out, const A* a, StridedIndexer<2> ix, F f) {
-  for (int64_t i = global_thread(); i < ix.numel; i += grid_threads()) {
-    int64_t off[2];
-    ix.offsets(i, off);
-    out[off[0]] = f(a[off[1]]);
-  }
-}
-
-template <int VEC, class R, class A, class B, class F>
-__global__ void map2_flat(R* out, FlatIn<A> a, FlatIn<B> b, int64_t n, bool vectorized, F f) {
-  const int64_t step = grid_threads();
-  int64_t tail = 0;
-  if (vectorized) {
-    const int64_t nvec = n / VEC;
-    for (int64_t v = global_thread(); v < nvec; v += step) {
-      A av[VEC];
-      B bv[VEC];
-      load_vec<VEC>(a, v, av);
-      load_vec<VEC>(b, v, bv);
-      R r[VEC];
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) r[k] = f(av[k], bv[k]);
-      store_vec<VEC>(out, v, r);
-    }
-    tail = nvec * VEC;
-  }
-  for (int64_t i = tail + global_thread(); i < n; i += step)
-    out[i] = f(load_one(a, i), load_one(b, i));
-}
-
-template <class R, class A, class B, class F>
-__global__ void map2_strided(R* out, const A* a, const B* b, StridedIndexer<3> ix, F f) {
-  for (int64_t i = global_thread(); i < ix.numel; i += grid_threads()) {
-    int64_t off[3];
-    ix.offsets(i, off);
-    out[off[0]] = f(a[off[1]], b[off[2]]);
-  }
-}
-
-template <int VEC, class R, class A, class B, class C, class F>
-__global__ void map3_flat(R* out, FlatIn<A> a, FlatIn<B> b, FlatIn<C> c, int64_t n, bool vectorized,
-                          F f) {
-  const int64_t step = grid_threads();
-  int64_t tail = 0;
-  if (vectorized) {
-    const int64_t nvec = n / VEC;
-    for (int64_t v = global_thread(); v < nvec; v += step) {
-      A av[VEC];
-      B bv[VEC];
-      C cv[VEC];
-      load_vec<VEC>(a, v, av);
-      load_vec<VEC>(b, v, bv);
-      load_vec<VEC>(c, v, cv);
-      R r[VEC];
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) r[k] = f(av[k], bv[k], cv[k]);
-      store_vec<VEC>(out, v, r);
-    }
-    tail = nvec * VEC;
-  }
-  for (int64_t i = tail + global_thread(); i < n; i += step)
-    out[i] = f(load_one(a, i), load_one(b, i), load_one(c, i));
-}
-
-template <class R, class A, class B, class C, class F>
-__global__ void map3_strided(R* out, const A* a, const B* b, const C* c, StridedIndexer<4> ix,
-                             F f) {
-  for (int64_t i = global_thread(); i < ix.numel; i += grid_threads()) {
-    int64_t off[4];
-    ix.offsets(i, off);
-    out[off[0]] = f(a[off[1]], b[off[2]], c[off[3]]);
+    out[off[0]] = apply_at(f, off, std::index_sequence_for<In...>{}, in...);
   }
 }
 
@@ -219,6 +141,43 @@ MapPlan map_plan(const StridedIndexer<N>& ix, bool pointers_allow_vectors) {
   p.vectorized = p.flat && VEC > 1 && pointers_allow_vectors;
   p.work = p.vectorized ? ix.numel / VEC + VEC : ix.numel;
   return p;
+}
+
+// ---------------------------------------------------------------- over tensors
+
+template <class A, int N>
+FlatIn<A> flat_in(const Tensor& t, const StridedIndexer<N>& ix, int operand) {
+  return FlatIn<A>{static_cast<const A*>(t.data_ptr()), ix.is_broadcast(operand)};
+}
+
+template <class R, class... In, class F, class Launch, size_t... I>
+MapPlan run_map_operands(const Launch& launch, F f, const Tensor& out,
+                         const std::array<const Tensor*, sizeof...(In)>& in,
+                         std::index_sequence<I...>) {
+  constexpr int N = 1 + sizeof...(In);
+  constexpr int VEC = vector_width<R, In...>();
+  const StridedIndexer<N> ix = make_indexer<N>(out.shape(), {&out, in[I]...});
+  R* o = static_cast<R*>(out.data_ptr());
+  const MapPlan plan = map_plan<VEC>(
+      ix, is_aligned<VEC>(o) && (vector_ok<VEC>(flat_in<In>(*in[I], ix, I + 1)) && ...));
+  if (ix.numel == 0) return plan;
+  if (plan.flat)
+    launch(plan.work, map_flat<VEC, R, F, In...>, o, ix.numel, plan.vectorized, f,
+           flat_in<In>(*in[I], ix, I + 1)...);
+  else
+    launch(plan.work, map_strided<R, F, In...>, o, ix, f,
+           static_cast<const In*>(in[I]->data_ptr())...);
+  return plan;
+}
+
+// out = f(in...) elementwise, inputs broadcast to out's shape, element types R
+// and In... (storage types). Picks the path (map_plan) and calls
+// launch(work, kernel, kernel arguments...), which launches the kernel over
+// `work` items; returns the plan (nothing is launched for an empty output).
+template <class R, class... In, class F, class Launch, class... Tensors>
+MapPlan run_map(const Launch& launch, F f, const Tensor& out, const Tensors&... in) {
+  static_assert(sizeof...(Tensors) == sizeof...(In), "one tensor per input type");
+  return run_map_operands<R, In...>(launch, f, out, {&in...}, std::index_sequence_for<In...>{});
 }
 
 }  // namespace fg::cuda

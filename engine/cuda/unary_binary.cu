@@ -86,7 +86,7 @@ void binary_typed(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& o
   const char* name = binary_name(op);
   if (is_comparison(op)) {
     FG_CHECK(out.dtype() == DType::Bool, name, ": output must be bool");
-    launch_map2<bool, T, T>(name, a, b, out, ComparisonFn<T>{op});
+    launch_map<bool, T, T>(name, ComparisonFn<T>{op}, out, a, b);
     return;
   }
   if constexpr (std::is_same_v<T, bool>) {
@@ -96,7 +96,7 @@ void binary_typed(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& o
       FG_CHECK(op != BinaryOp::Pow && op != BinaryOp::GeluBackward, name,
                ": needs a floating dtype");
     }
-    launch_map2<T, T, T>(name, a, b, out, ArithmeticFn<T>{op});
+    launch_map<T, T, T>(name, ArithmeticFn<T>{op}, out, a, b);
   }
 }
 
@@ -108,7 +108,7 @@ void unary(UnaryOp op, const Tensor& x, const Tensor& out) {
   if (op == UnaryOp::LogicalNot) {
     FG_CHECK(out.dtype() == DType::Bool, name, ": output must be bool");
     FG_CUDA_DISPATCH_ALL(x.dtype(), name, [&] {
-      launch_map1<bool, scalar_t>(name, x, out, LogicalNotFn<scalar_t>{});
+      launch_map<bool, scalar_t>(name, LogicalNotFn<scalar_t>{}, out, x);
     });
     return;
   }
@@ -116,13 +116,13 @@ void unary(UnaryOp op, const Tensor& x, const Tensor& out) {
            dtype_name(out.dtype()), " differ");
   if (x.dtype() == DType::Int64 && (op == UnaryOp::Neg || op == UnaryOp::Abs)) {
     if (op == UnaryOp::Neg)
-      launch_map1<int64_t, int64_t>(name, x, out, NegInt64Fn{});
+      launch_map<int64_t, int64_t>(name, NegInt64Fn{}, out, x);
     else
-      launch_map1<int64_t, int64_t>(name, x, out, AbsInt64Fn{});
+      launch_map<int64_t, int64_t>(name, AbsInt64Fn{}, out, x);
     return;
   }
   FG_CUDA_DISPATCH_FLOATING(x.dtype(), name, [&] {
-    launch_map1<scalar_t, scalar_t>(name, x, out, UnaryFloatFn<scalar_t>{op});
+    launch_map<scalar_t, scalar_t>(name, UnaryFloatFn<scalar_t>{op}, out, x);
   });
 }
 
@@ -135,9 +135,9 @@ void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
     FG_CHECK(a.shape() == out.shape() && b.shape() == out.shape(), binary_name(op),
              ": operands must be broadcast to the output's shape");
     if (a.dtype() == DType::BFloat16)
-      launch_map2<bf16, bf16, float>(binary_name(op), a, b, out, ArithmeticFn<bf16>{op});
+      launch_map<bf16, bf16, float>(binary_name(op), ArithmeticFn<bf16>{op}, out, a, b);
     else
-      launch_map2<bf16, float, bf16>(binary_name(op), a, b, out, ArithmeticFn<bf16>{op});
+      launch_map<bf16, float, bf16>(binary_name(op), ArithmeticFn<bf16>{op}, out, a, b);
     return;
   }
   FG_CHECK(a.dtype() == b.dtype(), binary_name(op), ": operand dtypes differ (",

@@ -36,79 +36,14 @@ namespace {
 
 constexpr unsigned kGrid = 2;  // blocks: fewer than the work, so every thread loops
 
-// elementwise.cuh's launch_map1/2/3 and launch_map0 through the emulation; returns the plan.
-template <class R, class A, class F>
-cu::MapPlan map1(const Tensor& a, const Tensor& out, F f) {
-  const auto ix = cu::make_indexer<2>(out.shape(), {&out, &a});
-  R* o = static_cast<R*>(out.data_ptr());
-  const A* ap = static_cast<const A*>(a.data_ptr());
-  constexpr int VEC = cu::vector_width<R, A>();
-  const cu::FlatIn<A> fa{ap, ix.is_broadcast(1)};
-  const cu::MapPlan plan = cu::map_plan<VEC>(ix, cu::is_aligned<VEC>(o) && cu::vector_ok<VEC>(fa));
-  const dim3 grid(kGrid), block(cu::kElementwiseThreads);
-  if (plan.flat)
-    fg_emu::launch(grid, block, 0, cu::map1_flat<VEC, R, A, F>, o, fa, ix.numel, plan.vectorized,
-                   f);
-  else
-    fg_emu::launch(grid, block, 0, cu::map1_strided<R, A, F>, o, ap, ix, f);
-  return plan;
-}
-
-template <class R, class A, class B, class F>
-cu::MapPlan map2(const Tensor& a, const Tensor& b, const Tensor& out, F f) {
-  const auto ix = cu::make_indexer<3>(out.shape(), {&out, &a, &b});
-  R* o = static_cast<R*>(out.data_ptr());
-  const A* ap = static_cast<const A*>(a.data_ptr());
-  const B* bp = static_cast<const B*>(b.data_ptr());
-  constexpr int VEC = cu::vector_width<R, A, B>();
-  const cu::FlatIn<A> fa{ap, ix.is_broadcast(1)};
-  const cu::FlatIn<B> fb{bp, ix.is_broadcast(2)};
-  const cu::MapPlan plan = cu::map_plan<VEC>(
-      ix, cu::is_aligned<VEC>(o) && cu::vector_ok<VEC>(fa) && cu::vector_ok<VEC>(fb));
-  const dim3 grid(kGrid), block(cu::kElementwiseThreads);
-  if (plan.flat)
-    fg_emu::launch(grid, block, 0, cu::map2_flat<VEC, R, A, B, F>, o, fa, fb, ix.numel,
-                   plan.vectorized, f);
-  else
-    fg_emu::launch(grid, block, 0, cu::map2_strided<R, A, B, F>, o, ap, bp, ix, f);
-  return plan;
-}
-
-template <class R, class A, class B, class C, class F>
-cu::MapPlan map3(const Tensor& a, const Tensor& b, const Tensor& c, const Tensor& out, F f) {
-  const auto ix = cu::make_indexer<4>(out.shape(), {&out, &a, &b, &c});
-  R* o = static_cast<R*>(out.data_ptr());
-  const A* ap = static_cast<const A*>(a.data_ptr());
-  const B* bp = static_cast<const B*>(b.data_ptr());
-  const C* cp = static_cast<const C*>(c.data_ptr());
-  constexpr int VEC = cu::vector_width<R, A, B, C>();
-  const cu::FlatIn<A> fa{ap, ix.is_broadcast(1)};
-  const cu::FlatIn<B> fb{bp, ix.is_broadcast(2)};
-  const cu::FlatIn<C> fc{cp, ix.is_broadcast(3)};
-  const cu::MapPlan plan =
-      cu::map_plan<VEC>(ix, cu::is_aligned<VEC>(o) && cu::vector_ok<VEC>(fa) &&
-                                cu::vector_ok<VEC>(fb) && cu::vector_ok<VEC>(fc));
-  const dim3 grid(kGrid), block(cu::kElementwiseThreads);
-  if (plan.flat)
-    fg_emu::launch(grid, block, 0, cu::map3_flat<VEC, R, A, B, C, F>, o, fa, fb, fc, ix.numel,
-                   plan.vectorized, f);
-  else
-    fg_emu::launch(grid, block, 0, cu::map3_strided<R, A, B, C, F>, o, ap, bp, cp, ix, f);
-  return plan;
-}
-
-template <class R, class F>
-cu::MapPlan map0(const Tensor& out, F f) {
-  const auto ix = cu::make_indexer<1>(out.shape(), {&out});
-  R* o = static_cast<R*>(out.data_ptr());
-  constexpr int VEC = cu::vector_width<R>();
-  const cu::MapPlan plan = cu::map_plan<VEC>(ix, cu::is_aligned<VEC>(o));
-  const dim3 grid(kGrid), block(cu::kElementwiseThreads);
-  if (plan.flat)
-    fg_emu::launch(grid, block, 0, cu::map0_flat<VEC, R, F>, o, ix.numel, plan.vectorized, f);
-  else
-    fg_emu::launch(grid, block, 0, cu::map0_strided<R, F>, o, ix, f);
-  return plan;
+// elementwise.cuh's launch_map through the emulation (the same run_map picks
+// the path); returns the plan.
+template <class R, class... In, class F, class... Tensors>
+cu::MapPlan map(F f, const Tensor& out, const Tensors&... in) {
+  const auto emulated = [](int64_t, auto kernel, const auto&... args) {
+    fg_emu::launch(dim3(kGrid), dim3(cu::kElementwiseThreads), 0, kernel, args...);
+  };
+  return cu::run_map<R, In...>(emulated, f, out, in...);
 }
 
 bool is_integral(DType dtype) {
@@ -198,7 +133,7 @@ cu::MapPlan arithmetic(BinaryOp op, const Tensor& a, const Tensor& b, const Tens
     FAIL("arithmetic on bool");
     return {};
   } else {
-    return map2<T, T, T>(a, b, out, cu::ArithmeticFn<T>{op});
+    return map<T, T, T>(cu::ArithmeticFn<T>{op}, out, a, b);
   }
 }
 
@@ -215,7 +150,7 @@ void binary_case(DType dtype, BinaryOp op, double relative, double lo, double hi
     // The first operand in the layout too (b then contiguous), as a transposed a differs.
     cu::MapPlan plan;
     if (comparison)
-      plan = map2<bool, T, T>(a, b, got, cu::ComparisonFn<T>{op});
+      plan = map<bool, T, T>(cu::ComparisonFn<T>{op}, got, a, b);
     else
       plan = arithmetic<T>(op, a, b, got);
     check_path(plan, how);
@@ -224,7 +159,7 @@ void binary_case(DType dtype, BinaryOp op, double relative, double lo, double hi
     const Tensor got_swapped = Tensor::empty(kShape, out_dtype),
                  expected_swapped = cpu_binary(op, b, a, out_dtype);
     if (comparison)
-      map2<bool, T, T>(b, a, got_swapped, cu::ComparisonFn<T>{op});
+      map<bool, T, T>(cu::ComparisonFn<T>{op}, got_swapped, b, a);
     else
       arithmetic<T>(op, b, a, got_swapped);
     check_values(got_swapped, expected_swapped, relative, what + ", operands swapped");
@@ -238,7 +173,7 @@ void unary_case(DType dtype, UnaryOp op, double relative, double lo, double hi) 
                              ", " + dtype_name(dtype) + ", input " + how;
     const Tensor x = operand(how, dtype, 3, lo, hi);
     const Tensor expected = cpu_unary(op, x, dtype), got = Tensor::empty(kShape, dtype);
-    const cu::MapPlan plan = map1<T, T>(x, got, cu::UnaryFloatFn<T>{op});
+    const cu::MapPlan plan = map<T, T>(cu::UnaryFloatFn<T>{op}, got, x);
     check_path(plan, how);
     check_values(got, expected, relative, what);
   }
@@ -268,8 +203,8 @@ TEST_CASE("elementwise kernels (emulated): binary ops in every layout against th
 TEST_CASE("elementwise kernels (emulated): int32, uint8 and bool ops against the CPU") {
   // The other integer instantiations binary() and unary() launch. uint8
   // arithmetic wraps around (sub below zero, mul past 255) on both sides.
-  for (BinaryOp op : {BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Maximum,
-                      BinaryOp::Minimum}) {
+  for (BinaryOp op :
+       {BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Maximum, BinaryOp::Minimum}) {
     binary_case<int32_t>(DType::Int32, op, 0.0, -50.0, 50.0);
     binary_case<uint8_t>(DType::UInt8, op, 0.0, 0.0, 40.0);
   }
@@ -286,8 +221,9 @@ TEST_CASE("elementwise kernels (emulated): int32, uint8 and bool ops against the
     for (const std::string how : {"contiguous", "misaligned", "transposed"}) {
       INFO("logical_not of " << std::string(dtype_name(dtype)) << ", input " << how);
       const Tensor x = operand(how, dtype, 10, lo, hi);
-      const Tensor got = Tensor::empty(kShape, DType::Bool), expected = Tensor::empty(kShape, DType::Bool);
-      check_path(map1<bool, T>(x, got, cu::LogicalNotFn<T>{}), how);
+      const Tensor got = Tensor::empty(kShape, DType::Bool),
+                   expected = Tensor::empty(kShape, DType::Bool);
+      check_path(map<bool, T>(cu::LogicalNotFn<T>{}, got, x), how);
       // The CPU's logical_not takes floating inputs only: x == 0 there.
       cpu.binary(BinaryOp::Eq, x, Tensor::zeros(kShape, dtype), expected);
       CHECK(fg_emu_test::to_vector(got) == fg_emu_test::to_vector(expected));
@@ -300,7 +236,7 @@ TEST_CASE("elementwise kernels (emulated): int32, uint8 and bool ops against the
 }
 
 TEST_CASE("elementwise kernels (emulated): a bfloat16 tensor with a float32 operand rounds once") {
-  // binary()'s mixed path: launch_map2<bf16, bf16, float> (and the reverse),
+  // binary()'s mixed path: launch_map<bf16, bf16, float> (and the reverse),
   // computed in float and rounded to bfloat16 once, as the CPU does.
   for (const std::string& how : kLayouts) {
     const Tensor a = operand("contiguous", DType::BFloat16, 4, -3.0, 3.0);
@@ -308,11 +244,11 @@ TEST_CASE("elementwise kernels (emulated): a bfloat16 tensor with a float32 oper
     for (BinaryOp op : {BinaryOp::Mul, BinaryOp::Add, BinaryOp::Div}) {
       const Tensor expected = cpu_binary(op, a, b, DType::BFloat16),
                    got = Tensor::empty(kShape, DType::BFloat16);
-      check_path(map2<cu::bf16, cu::bf16, float>(a, b, got, cu::ArithmeticFn<cu::bf16>{op}), how);
+      check_path(map<cu::bf16, cu::bf16, float>(cu::ArithmeticFn<cu::bf16>{op}, got, a, b), how);
       check_values(got, expected, 0.0, "bfloat16 with float32 " + how);
       const Tensor expected2 = cpu_binary(op, b, a, DType::BFloat16),
                    got2 = Tensor::empty(kShape, DType::BFloat16);
-      map2<cu::bf16, float, cu::bf16>(b, a, got2, cu::ArithmeticFn<cu::bf16>{op});
+      map<cu::bf16, float, cu::bf16>(cu::ArithmeticFn<cu::bf16>{op}, got2, b, a);
       check_values(got2, expected2, 0.0, "float32 " + how + " with bfloat16");
     }
   }
@@ -334,9 +270,9 @@ TEST_CASE("elementwise kernels (emulated): unary ops against the CPU") {
     const Tensor x = operand(how, DType::Int64, 6, -3.0, 3.0);
     const Tensor neg = Tensor::empty(kShape, DType::Int64),
                  abs = Tensor::empty(kShape, DType::Int64), no = Tensor::empty(kShape, DType::Bool);
-    map1<int64_t, int64_t>(x, neg, cu::NegInt64Fn{});
-    map1<int64_t, int64_t>(x, abs, cu::AbsInt64Fn{});
-    map1<bool, int64_t>(x, no, cu::LogicalNotFn<int64_t>{});
+    map<int64_t, int64_t>(cu::NegInt64Fn{}, neg, x);
+    map<int64_t, int64_t>(cu::AbsInt64Fn{}, abs, x);
+    map<bool, int64_t>(cu::LogicalNotFn<int64_t>{}, no, x);
     // The CPU has no int64 unary ops: the values written out.
     const std::vector<double> xv = fg_emu_test::to_vector(x), nv = fg_emu_test::to_vector(neg),
                               av = fg_emu_test::to_vector(abs), bv = fg_emu_test::to_vector(no);
@@ -349,7 +285,8 @@ TEST_CASE("elementwise kernels (emulated): unary ops against the CPU") {
   }
 }
 
-TEST_CASE("elementwise kernels (emulated): fill and where with copy's functors, contiguous and strided") {
+TEST_CASE(
+    "elementwise kernels (emulated): fill and where with copy's functors, contiguous and strided") {
   // fill and where as copy_fill.cu launches them: map0 with Constant and map3
   // with Select, both on bit patterns of the element's size. fill into a
   // contiguous tensor and a transposed view; where with a, then b, in each
@@ -361,7 +298,7 @@ TEST_CASE("elementwise kernels (emulated): fill and where with copy's functors, 
     const float value = 7.5f;
     uint32_t bits = 0;
     std::memcpy(&bits, &value, sizeof(bits));
-    check_path(map0<uint32_t>(out, cu::copy_detail::Constant<uint32_t>{bits}), how);
+    check_path(map<uint32_t>(cu::copy_detail::Constant<uint32_t>{bits}, out), how);
     for (double v : fg_emu_test::to_vector(out)) REQUIRE(v == 7.5);
   }
   for (const std::string& how : kLayouts) {
@@ -370,8 +307,8 @@ TEST_CASE("elementwise kernels (emulated): fill and where with copy's functors, 
       const Tensor a = operand(a_varies ? how : "contiguous", DType::Float64, 8, -3.0, 3.0);
       const Tensor b = operand(a_varies ? "contiguous" : how, DType::Float64, 9, -3.0, 3.0);
       const Tensor got = Tensor::empty(kShape, DType::Float64);
-      const cu::MapPlan plan = map3<uint64_t, bool, uint64_t, uint64_t>(
-          c, a, b, got, cu::copy_detail::Select<uint64_t>{});
+      const cu::MapPlan plan = map<uint64_t, bool, uint64_t, uint64_t>(
+          cu::copy_detail::Select<uint64_t>{}, got, c, a, b);
       check_path(plan, how);
       const std::vector<double> cv = fg_emu_test::to_vector(c), av = fg_emu_test::to_vector(a),
                                 bv = fg_emu_test::to_vector(b), gv = fg_emu_test::to_vector(got);
@@ -387,11 +324,12 @@ template <class DevTo, class DevFrom>
 void check_fast_copy(DType from, DType to) {
   Backend& cpu = backend_for(kCPU);
   for (const std::string& how : kLayouts) {
-    INFO(std::string(dtype_name(from)) << " to " << std::string(dtype_name(to)) << ", source " << how);
+    INFO(std::string(dtype_name(from))
+         << " to " << std::string(dtype_name(to)) << ", source " << how);
     // Values with more bits than either type keeps: every element rounds.
     const Tensor src = operand(how, from, 21, -1000.0, 1000.0);
     const Tensor got = Tensor::full(kShape, NAN, to), expected = Tensor::empty(kShape, to);
-    check_path(map1<DevTo, DevFrom>(src, got, cu::copy_detail::Convert<DevTo, DevFrom>{}), how);
+    check_path(map<DevTo, DevFrom>(cu::copy_detail::Convert<DevTo, DevFrom>{}, got, src), how);
     cpu.copy(src, expected);
     const std::vector<double> g = fg_emu_test::to_vector(got), e = fg_emu_test::to_vector(expected);
     for (size_t i = 0; i < g.size(); ++i) {
@@ -412,7 +350,7 @@ TEST_CASE("elementwise kernels (emulated): copy's typed conversions round as the
   for (const std::string& how : kLayouts) {
     const Tensor src = operand(how, DType::BFloat16, 22, -5.0, 5.0);
     const Tensor got = Tensor::full(kShape, NAN, DType::BFloat16);
-    check_path(map1<uint16_t, uint16_t>(src, got, cu::copy_detail::Identity<uint16_t>{}), how);
+    check_path(map<uint16_t, uint16_t>(cu::copy_detail::Identity<uint16_t>{}, got, src), how);
     CHECK(fg_emu_test::to_vector(got) == fg_emu_test::to_vector(src));
   }
 }
@@ -440,10 +378,9 @@ TEST_CASE("copy kernel (emulated): any dtype to any dtype between strided views,
       const Tensor src = Tensor::from_vector(v, {cols, rows}).to(from).transpose(0, 1);
       for (bool transposed_out : {false, true}) {
         INFO(std::string(dtype_name(from)) << " to " << std::string(dtype_name(to))
-                              << (transposed_out ? ", transposed output" : ""));
-        const Tensor got = transposed_out
-                               ? Tensor::zeros({cols, rows}, to).transpose(0, 1)
-                               : Tensor::zeros({rows, cols}, to);
+                                           << (transposed_out ? ", transposed output" : ""));
+        const Tensor got = transposed_out ? Tensor::zeros({cols, rows}, to).transpose(0, 1)
+                                          : Tensor::zeros({rows, cols}, to);
         const Tensor expected = Tensor::empty({rows, cols}, to);
         const auto ix = cu::make_indexer<2>(got.shape(), {&got, &src});
         fg_emu::launch(dim3(kGrid), dim3(64), 0, cu::copy_detail::convert_strided, got.data_ptr(),
