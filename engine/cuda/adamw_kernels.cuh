@@ -19,6 +19,7 @@
 
 #include "engine/cuda/device_utils.cuh"
 #include "engine/cuda/kernel_header.cuh"
+#include "engine/cuda/multi_tensor_chunk.cuh"
 #include "engine/cuda/multi_tensor_plan.h"
 
 namespace fg::cuda::adamw_detail {
@@ -108,9 +109,9 @@ __global__ void __launch_bounds__(kThreads)
   const T b1 = coefficients[0], b2 = coefficients[1], step_size = coefficients[2];
   const T bias2_sqrt = coefficients[3], eps = coefficients[4], decay = coefficients[5];
   const T scale = coefficients[6];
-  const int t = batch.block_tensor[blockIdx.x];
-  const int64_t begin = static_cast<int64_t>(batch.block_chunk[blockIdx.x]) * chunk;
-  const int64_t end = min(batch.numel[t], begin + chunk);
+  int t;
+  int64_t begin, end;
+  chunk_of(batch, chunk, t, begin, end);
   T* p = batch.param[t];
   const T* g = batch.grad[t];
   T* m = batch.exp_avg[t];

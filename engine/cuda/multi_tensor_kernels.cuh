@@ -17,6 +17,7 @@
 
 #include "engine/cuda/device_utils.cuh"
 #include "engine/cuda/kernel_header.cuh"
+#include "engine/cuda/multi_tensor_chunk.cuh"
 #include "engine/cuda/multi_tensor_plan.h"
 
 namespace fg::cuda::multi_tensor_detail {
@@ -46,14 +47,6 @@ FloatBatch make_batch(const MultiTensorLaunch& plan, Data data_of, Numel numel_o
   }
   set_block_map(batch, plan);
   return batch;
-}
-
-// The elements [begin, end) of block b's chunk.
-__device__ __forceinline__ void chunk_of(const FloatBatch& batch, int64_t chunk, int& t,
-                                         int64_t& begin, int64_t& end) {
-  t = batch.block_tensor[blockIdx.x];
-  begin = static_cast<int64_t>(batch.block_chunk[blockIdx.x]) * chunk;
-  end = min(batch.numel[t], begin + chunk);
 }
 
 // partials[blockIdx.x] = the sum of squares of this block's chunk.
