@@ -21,6 +21,16 @@ namespace fg::cuda::random_detail {
 // Philox blocks (of four elements) for n elements: the kernels' work items.
 __host__ __device__ __forceinline__ int64_t philox_blocks(int64_t n) { return (n + 3) / 4; }
 
+// A draw computed in double, stored as the CPU stores it: as is in double,
+// else rounded once to float (then to T).
+template <class T>
+__device__ __forceinline__ void store_value(T* dst, double v) {
+  if constexpr (std::is_same_v<T, double>)
+    *dst = v;
+  else
+    *dst = convert<T>(static_cast<float>(v));
+}
+
 FG_KERNELS_BEGIN
 
 template <class T>
@@ -33,14 +43,10 @@ __global__ void uniform_kernel(T* out, int64_t n, uint64_t seed, uint64_t offset
     for (int k = 0; k < 4; ++k) {
       const int64_t i = b * 4 + k;
       if (i < n) {
-        // As the CPU: the value in double, rounded once to float (then to T). Whether
-        // either compiler fuses the multiply-add is its choice, so values may differ
-        // from the CPU's in the last bit of the double (masks never do).
-        const double v = low + (high - low) * static_cast<double>(philox_word_uniform(r.v[k]));
-        if constexpr (std::is_same_v<T, double>)
-          out[i] = v;
-        else
-          out[i] = convert<T>(static_cast<float>(v));
+        // Whether either compiler fuses the multiply-add is its choice, so values may
+        // differ from the CPU's in the last bit of the double (masks never do).
+        store_value(out + i,
+                    low + (high - low) * static_cast<double>(philox_word_uniform(r.v[k])));
       }
     }
   }
@@ -62,13 +68,8 @@ __global__ void normal_kernel(T* out, int64_t n, uint64_t seed, uint64_t offset,
       const float angle = 6.283185307179586f * u2;
       const double v0 = mean + std * static_cast<double>(radius * cosf(angle));
       const double v1 = mean + std * static_cast<double>(radius * sinf(angle));
-      if constexpr (std::is_same_v<T, double>) {
-        out[i] = v0;
-        if (i + 1 < n) out[i + 1] = v1;
-      } else {
-        out[i] = convert<T>(static_cast<float>(v0));
-        if (i + 1 < n) out[i + 1] = convert<T>(static_cast<float>(v1));
-      }
+      store_value(out + i, v0);
+      if (i + 1 < n) store_value(out + i + 1, v1);
     }
   }
 }
