@@ -3,6 +3,7 @@
 #include <cstring>
 #include <vector>
 
+#include "engine/bicubic_weights.h"
 #include "engine/cpu/blas.h"
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/philox_simd.h"
@@ -692,32 +693,6 @@ void CpuBackend::dropout_backward(const Tensor& grad, const Tensor& out, const T
 }
 
 // ---------------------------------------------------------------- bicubic
-
-namespace {
-
-// PyTorch's cubic convolution coefficients with A = -0.75.
-template <class T>
-void cubic_coefficients(T t, T coeffs[4]) {
-  const T A = T(-0.75);
-  auto near = [A](T x) { return ((A + 2) * x - (A + 3)) * x * x + 1; };
-  auto far = [A](T x) { return ((A * x - 5 * A) * x + 8 * A) * x - 4 * A; };
-  coeffs[0] = far(t + 1);
-  coeffs[1] = near(t);
-  coeffs[2] = near(1 - t);
-  coeffs[3] = far(2 - t);
-}
-
-template <class T>
-T source_index(int64_t dst, int64_t in_size, int64_t out_size, bool align_corners) {
-  if (align_corners) {
-    const T scale = out_size > 1 ? static_cast<T>(in_size - 1) / static_cast<T>(out_size - 1) : T(0);
-    return scale * static_cast<T>(dst);
-  }
-  const T scale = static_cast<T>(in_size) / static_cast<T>(out_size);
-  return scale * (static_cast<T>(dst) + T(0.5)) - T(0.5);
-}
-
-}  // namespace
 
 void CpuBackend::bicubic_resize(const Tensor& x, const Tensor& out, bool align_corners) {
   FG_DISPATCH_FLOAT(x.dtype(), "bicubic_resize", [&] {

@@ -1,6 +1,6 @@
 // The bicubic resize kernel of bicubic.cu, with PyTorch's semantics as the
-// CPU kernel (engine/cpu/kernels.cpp) computes them: cubic convolution with
-// A = -0.75, source coordinates by align_corners, taps clamped to the border.
+// CPU kernel (engine/cpu/kernels.cpp) computes them, from the same weights
+// and source coordinates (engine/bicubic_weights.h); taps clamped to the border.
 // One thread per output element, arithmetic in the CPU's type (float for
 // bfloat16), the CPU's association (a horizontal pass per row, then vertical).
 //
@@ -10,6 +10,7 @@
 
 #include <cstdint>
 
+#include "engine/bicubic_weights.h"
 #include "engine/cuda/device_utils.cuh"
 #include "engine/cuda/kernel_header.cuh"
 
@@ -18,29 +19,6 @@ namespace fg::cuda::bicubic_detail {
 constexpr int kThreads = 256;
 
 FG_KERNELS_BEGIN
-
-template <class C>
-__device__ __forceinline__ void cubic_coefficients(C t, C (&coeffs)[4]) {
-  const C A = C(-0.75);
-  auto near = [A](C x) { return ((A + 2) * x - (A + 3)) * x * x + 1; };
-  auto far = [A](C x) { return ((A * x - 5 * A) * x + 8 * A) * x - 4 * A; };
-  coeffs[0] = far(t + 1);
-  coeffs[1] = near(t);
-  coeffs[2] = near(1 - t);
-  coeffs[3] = far(2 - t);
-}
-
-template <class C>
-__device__ __forceinline__ C source_index(int64_t dst, int64_t in_size, int64_t out_size,
-                                          bool align_corners) {
-  if (align_corners) {
-    const C scale =
-        out_size > 1 ? static_cast<C>(in_size - 1) / static_cast<C>(out_size - 1) : C(0);
-    return scale * static_cast<C>(dst);
-  }
-  const C scale = static_cast<C>(in_size) / static_cast<C>(out_size);
-  return scale * (static_cast<C>(dst) + C(0.5)) - C(0.5);
-}
 
 __device__ __forceinline__ int64_t clamp_index(int64_t i, int64_t size) {
   return i < 0 ? 0 : (i >= size ? size - 1 : i);
