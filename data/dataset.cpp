@@ -202,18 +202,28 @@ void load_mask(const std::string& path, PlanarImage& mask, std::vector<uint8_t>&
   }
   Tensor t;
   try {
-    // A saved view keeps its strides (e.g. a transposed mask); read it row-major.
-    t = serialize::load_tensor_pth(path).contiguous();
+    t = serialize::load_tensor_pth(path);
   } catch (const Error& e) {
     throw MaskError(str_cat("unreadable mask ", path, ": ", e.what()));
   }
-  const Shape& shape = t.shape();
+  mask_from_tensor(t, path, mask);
+}
+
+void mask_from_tensor(const Tensor& saved, const std::string& path, PlanarImage& mask) {
+  const Shape& shape = saved.shape();
   const bool plain = shape.size() == 2;
   const bool leading_one = shape.size() == 3 && shape[0] == 1;
-  if (!(plain || leading_one) || t.numel() == 0) {
+  if (!(plain || leading_one) || saved.numel() == 0) {
     throw MaskError(
         str_cat("mask ", path, " has shape ", shape_str(shape), "; expected (H, W) or (1, H, W)"));
   }
+  // A saved view may repeat one value (stride 0) over any size; the images' limit holds.
+  if (saved.numel() > kMaxImagePixels) {
+    throw MaskError(str_cat("mask ", path, " has shape ", shape_str(shape), ": more than the ",
+                            kMaxImagePixels, " pixels fgmoe reads"));
+  }
+  // A saved view keeps its strides (e.g. a transposed mask); read it row-major.
+  const Tensor t = saved.contiguous();
   const int height = static_cast<int>(shape[shape.size() - 2]);
   const int width = static_cast<int>(shape[shape.size() - 1]);
   mask.reset(width, height, 1);

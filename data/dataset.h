@@ -12,8 +12,10 @@
 #include <string>
 #include <vector>
 
+#include "data/decode.h"
 #include "data/image.h"
 #include "engine/error.h"
+#include "engine/tensor.h"
 
 namespace fg::data {
 
@@ -73,6 +75,9 @@ class ImageFolderDataset {
 // 8-bit image keeps). Accepts shapes (H, W) and (1, H, W). Throws MaskError.
 void load_mask(const std::string& path, PlanarImage& mask, std::vector<uint8_t>& bytes,
                InterleavedImage& gray_scratch);
+// The same conversion of a tensor read from the .pth file `path` (named in errors).
+// Refuses, as images, more than kMaxImagePixels values. Throws MaskError.
+void mask_from_tensor(const Tensor& saved, const std::string& path, PlanarImage& mask);
 
 // True for file names with an image extension fgmoe reads (.jpeg, .jpg, .png, any case).
 bool has_image_extension(const std::string& name);

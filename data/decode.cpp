@@ -48,6 +48,14 @@ const char* format_name(ImageFormat format) {
 
 namespace {
 
+bool too_many_pixels(int64_t width, int64_t height) { return width * height > kMaxImagePixels; }
+
+[[noreturn]] void refuse_size(int64_t width, int64_t height) {
+  throw DecodeError(str_cat("image too large: ", width, " x ", height, " = ", width * height,
+                            " pixels, more than the ", kMaxImagePixels,
+                            " fgmoe decodes (PIL's decompression-bomb limit)"));
+}
+
 struct JpegErrorManager {
   jpeg_error_mgr manager;
   std::jmp_buf jump;
@@ -109,6 +117,8 @@ void cmyk_to_rgb(const uint8_t* cmyk, size_t pixels, bool inverted, uint8_t* rgb
 
 struct JpegOutcome {
   bool failed = false;
+  bool too_large = false;  // the header's size is over kMaxImagePixels (nothing decoded)
+  int width = 0, height = 0;
   bool premature_end = false;
   bool cmyk = false;
   bool adobe = false;
@@ -133,10 +143,12 @@ DecodeRequest choose_request(const DecodeRequestChooser* choose, const ImageInfo
 }
 
 // All libjpeg work happens here, between setjmp and longjmp; only plain data
-// lives in this frame.
+// lives in this frame. With header_only, the image's size is written there and
+// nothing is decoded (choose, choose_failure, out and cmyk_buffer are unused).
 void decode_jpeg_core(const uint8_t* data, size_t size, const DecodeRequestChooser* choose,
                       std::exception_ptr* choose_failure, DecodedImage* out,
-                      InterleavedImage* cmyk_buffer, JpegOutcome* outcome) {
+                      InterleavedImage* cmyk_buffer, JpegOutcome* outcome,
+                      ImageInfo* header_only = nullptr) {
   jpeg_decompress_struct cinfo;
   JpegErrorManager errors;
   cinfo.err = jpeg_std_error(&errors.manager);
@@ -154,6 +166,18 @@ void decode_jpeg_core(const uint8_t* data, size_t size, const DecodeRequestChoos
   jpeg_read_header(&cinfo, TRUE);
   ImageInfo info{static_cast<int>(cinfo.image_width), static_cast<int>(cinfo.image_height),
                  ImageFormat::Jpeg};
+  if (header_only) {
+    *header_only = info;
+    jpeg_destroy_decompress(&cinfo);
+    return;
+  }
+  if (too_many_pixels(info.width, info.height)) {
+    outcome->too_large = true;
+    outcome->width = info.width;
+    outcome->height = info.height;
+    jpeg_destroy_decompress(&cinfo);
+    return;
+  }
   const DecodeRequest request = choose_request(choose, info, *choose_failure);
   if (*choose_failure) {
     jpeg_destroy_decompress(&cinfo);
@@ -217,27 +241,6 @@ void decode_jpeg_core(const uint8_t* data, size_t size, const DecodeRequestChoos
   jpeg_destroy_decompress(&cinfo);
 }
 
-void probe_jpeg_core(const uint8_t* data, size_t size, ImageInfo* info, JpegOutcome* outcome) {
-  jpeg_decompress_struct cinfo;
-  JpegErrorManager errors;
-  cinfo.err = jpeg_std_error(&errors.manager);
-  errors.manager.error_exit = jpeg_fail;
-  errors.manager.emit_message = jpeg_note;
-  errors.premature_end = false;
-  jpeg_create_decompress(&cinfo);
-  if (setjmp(errors.jump)) {
-    outcome->failed = true;
-    std::memcpy(outcome->message, errors.message, sizeof errors.message);
-    jpeg_destroy_decompress(&cinfo);
-    return;
-  }
-  jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(size));
-  jpeg_read_header(&cinfo, TRUE);
-  *info = ImageInfo{static_cast<int>(cinfo.image_width), static_cast<int>(cinfo.image_height),
-                    ImageFormat::Jpeg};
-  jpeg_destroy_decompress(&cinfo);
-}
-
 void decode_jpeg(const uint8_t* data, size_t size, const DecodeRequestChooser& choose,
                  DecodedImage& out) {
   if (!has_end_marker(data, size)) throw DecodeError("truncated JPEG (no end-of-image marker)");
@@ -247,6 +250,7 @@ void decode_jpeg(const uint8_t* data, size_t size, const DecodeRequestChooser& c
   decode_jpeg_core(data, size, &choose, &choose_failure, &out, &cmyk_buffer, &outcome);
   if (choose_failure) std::rethrow_exception(choose_failure);
   if (outcome.failed) throw DecodeError(std::string("corrupt JPEG: ") + outcome.message);
+  if (outcome.too_large) refuse_size(outcome.width, outcome.height);
   if (outcome.premature_end) throw DecodeError("truncated JPEG (premature end of data)");
   if (outcome.cmyk) {
     out.rgb.reset(cmyk_buffer.width, cmyk_buffer.height, 3);
@@ -263,6 +267,7 @@ void decode_with_stb(const uint8_t* data, size_t size, ImageFormat format,
   if (!stbi_info_from_memory(data, static_cast<int>(size), &w, &h, &comp)) {
     throw DecodeError(std::string("unreadable image: ") + stbi_failure_reason());
   }
+  if (too_many_pixels(w, h)) refuse_size(w, h);
   // The chooser sees the size; stb decodes the whole image whatever it asks.
   choose(ImageInfo{w, h, format});
   stbi_uc* pixels = stbi_load_from_memory(data, static_cast<int>(size), &w, &h, &comp, 3);
@@ -284,7 +289,7 @@ ImageInfo probe_image(const uint8_t* data, size_t size) {
   if (format == ImageFormat::Jpeg) {
     JpegOutcome outcome;
     ImageInfo info;
-    probe_jpeg_core(data, size, &info, &outcome);
+    decode_jpeg_core(data, size, nullptr, nullptr, nullptr, nullptr, &outcome, &info);
     if (outcome.failed) throw DecodeError(std::string("corrupt JPEG: ") + outcome.message);
     return info;
   }
@@ -325,6 +330,10 @@ void decode_gray(const uint8_t* data, size_t size, InterleavedImage& out) {
     throw DecodeError("not an image (unknown format)");
   }
   int w = 0, h = 0, comp = 0;
+  if (!stbi_info_from_memory(data, static_cast<int>(size), &w, &h, &comp)) {
+    throw DecodeError(std::string("unreadable image: ") + stbi_failure_reason());
+  }
+  if (too_many_pixels(w, h)) refuse_size(w, h);
   stbi_uc* pixels = stbi_load_from_memory(data, static_cast<int>(size), &w, &h, &comp, 1);
   if (!pixels) throw DecodeError(std::string("corrupt image: ") + stbi_failure_reason());
   out.reset(w, h, 1);

@@ -35,6 +35,12 @@ struct ImageInfo {
 // Reads the dimensions from the header. Throws DecodeError.
 ImageInfo probe_image(const uint8_t* data, size_t size);
 
+// The most pixels an image may have to be decoded: PIL's decompression-bomb
+// limit (twice Image.MAX_IMAGE_PIXELS), past which PIL refuses to open a file.
+// A corrupt or hostile header can claim 65500 x 65500 pixels in a few bytes;
+// the decoders refuse such an image with a DecodeError before allocating.
+constexpr int64_t kMaxImagePixels = 2 * (int64_t{1024} * 1024 * 1024 / 4 / 3);
+
 struct DecodeRequest {
   // 1, 2, 4 or 8: decode a JPEG at 1/scale_denominator of its size (other
   // formats ignore it and decode at full size).

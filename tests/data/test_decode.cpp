@@ -230,3 +230,72 @@ TEST_CASE("decode: truncated, corrupt and non-image files throw DecodeError") {
                                      png.begin() + static_cast<ptrdiff_t>(png.size() / 2));
   CHECK_THROWS_AS(decode(cut_png), DecodeError);
 }
+
+namespace {
+
+// The bytes with a JPEG's frame size (SOF0) or a PNG's (IHDR) rewritten: what a
+// corrupt or hostile header claims, with the small image's data behind it.
+std::vector<uint8_t> with_jpeg_size(std::vector<uint8_t> jpeg, int width, int height) {
+  for (size_t i = 2; i + 9 < jpeg.size(); ++i) {
+    if (jpeg[i] == 0xFF && jpeg[i + 1] == 0xC0) {
+      jpeg[i + 5] = static_cast<uint8_t>(height >> 8);
+      jpeg[i + 6] = static_cast<uint8_t>(height);
+      jpeg[i + 7] = static_cast<uint8_t>(width >> 8);
+      jpeg[i + 8] = static_cast<uint8_t>(width);
+      return jpeg;
+    }
+  }
+  FAIL("no SOF0 marker");
+  return jpeg;
+}
+
+std::vector<uint8_t> with_png_size(std::vector<uint8_t> png, uint32_t width, uint32_t height) {
+  REQUIRE(png.size() > 24);
+  for (int k = 0; k < 4; ++k) {
+    png[16 + k] = static_cast<uint8_t>(width >> (24 - 8 * k));
+    png[20 + k] = static_cast<uint8_t>(height >> (24 - 8 * k));
+  }
+  return png;
+}
+
+std::string decode_message(const std::vector<uint8_t>& bytes, const DecodeRequest& request) {
+  try {
+    decode(bytes, request);
+  } catch (const DecodeError& e) {
+    return e.what();
+  }
+  return "decoded";
+}
+
+}  // namespace
+
+TEST_CASE("decode: an image over PIL's decompression-bomb limit is refused before it is allocated") {
+  CHECK(kMaxImagePixels == 178956970);  // PIL: 2 * Image.MAX_IMAGE_PIXELS
+  const InterleavedImage img = random_image(16, 16, 3, 5);
+  DecodeRequest window;
+  window.width = 16;
+  window.height = 16;
+  // 13377 x 13378 is just over the limit, 13377 x 13377 just under.
+  for (const DecodeRequest& request : {DecodeRequest{}, window}) {
+    const std::string over = decode_message(with_jpeg_size(encode_jpeg(img), 65500, 65500), request);
+    CHECK_MESSAGE(over.find("image too large: 65500 x 65500 = 4290250000 pixels") != std::string::npos, over);
+    const std::string just_over = decode_message(with_jpeg_size(encode_jpeg(img), 13377, 13378), request);
+    CHECK_MESSAGE(just_over.find("too large") != std::string::npos, just_over);
+  }
+  // Under the limit the header is believed: a window decodes (the rows past the
+  // small image's data come out as libjpeg fills them, as PIL's do).
+  const std::string under = decode_message(with_jpeg_size(encode_jpeg(img), 13377, 13377), window);
+  CHECK_MESSAGE(under == "decoded", under);
+
+  const auto huge_png = with_png_size(encode_png(img), 23, 8847377);
+  const std::string png_message = decode_message(huge_png, DecodeRequest{});
+  CHECK_MESSAGE(png_message.find("image too large: 23 x 8847377") != std::string::npos, png_message);
+  InterleavedImage gray;
+  CHECK_THROWS_WITH_AS(decode_gray(huge_png.data(), huge_png.size(), gray),
+                       doctest::Contains("image too large"), DecodeError);
+  const auto huge_jpeg = with_jpeg_size(encode_jpeg(img), 20000, 20000);
+  CHECK_THROWS_WITH_AS(decode_gray(huge_jpeg.data(), huge_jpeg.size(), gray),
+                       doctest::Contains("image too large"), DecodeError);
+  // The header can still be read (the loader's size probe).
+  CHECK(probe_image(huge_png.data(), huge_png.size()).height == 8847377);
+}

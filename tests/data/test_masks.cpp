@@ -2,6 +2,8 @@
 // fgmoe's files read by torch.load(weights_only=True), and the 0/1 conversion.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+
 #include "data/dataset.h"
 #include "engine/serialize/pth.h"
 #include "helpers.h"
@@ -104,6 +106,16 @@ TEST_CASE(
       CHECK(std::string(e.what()).find(name + ".pth") != std::string::npos);
     }
   }
+  // One stored value repeated (stride 0): read as the whole mask, unless it
+  // claims more pixels than an image may have (refused before it is expanded).
+  PlanarImage expanded;
+  load_mask(dir / "expanded.pth", expanded, bytes, scratch);
+  CHECK(expanded.width == W);
+  CHECK(expanded.height == H);
+  CHECK(std::count(expanded.pixels.begin(), expanded.pixels.end(), 1) == H * W);
+  CHECK_THROWS_WITH_AS(load_mask(dir / "expanded_huge.pth", bad, bytes, scratch),
+                       doctest::Contains("expanded_huge.pth has shape (1, 20000, 20000): more than"),
+                       MaskError);
 }
 
 TEST_CASE("masks: fgmoe's torch.save files load in PyTorch with weights_only=True") {

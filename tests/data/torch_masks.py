@@ -41,6 +41,10 @@ def write(folder):
     # Values just below and above what survives the reference's 8-bit conversion.
     torch.save(torch.tensor([[0.003, 0.0039216, 0.004, 1.0]]), os.path.join(folder, "threshold.pth"))
     torch.save({"mask": big}, os.path.join(folder, "dict.pth"))
+    # One stored value repeated (stride 0): small, then past the pixel limit.
+    torch.save(torch.ones(1, 1).expand(H, W), os.path.join(folder, "expanded.pth"))
+    torch.save(torch.ones(1, 1, dtype=torch.uint8).expand(1, 20000, 20000),
+               os.path.join(folder, "expanded_huge.pth"))
     torch.save(torch.zeros(2, H, W), os.path.join(folder, "two_channels.pth"))
 
 
