@@ -135,6 +135,8 @@ int parse_int(const std::string& spec, const std::string& text) {
   const double v = parse_double(spec, text);
   FG_CHECK(v == std::floor(v), "config key AUG.AUTO_AUGMENT: '", spec, "': '", text,
            "' is not an integer");
+  FG_CHECK(std::fabs(v) <= std::numeric_limits<int>::max(), "config key AUG.AUTO_AUGMENT: '", spec,
+           "': '", text, "' is out of range");
   return static_cast<int>(v);
 }
 

@@ -1,6 +1,7 @@
 #include "train/config.h"
 
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include "engine/error.h"
@@ -179,13 +180,19 @@ void merge_into(Json& target, const Json& patch, const std::string& prefix, cons
 void Config::merge_file(const std::string& path) {
   std::ifstream in(path);
   FG_CHECK(in.good(), "cannot read config file ", path);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  FG_CHECK(!in.bad(), "cannot read config file ", path);
+  merge_text(text, path);
+}
+
+void Config::merge_text(const std::string& text, const std::string& source) {
   Json patch;
   try {
-    patch = Json::parse(in, nullptr, true, /*ignore_comments=*/true);
-  } catch (const Json::parse_error& e) {
-    FG_CHECK(false, path, ": invalid JSON: ", e.what());
+    patch = Json::parse(text, nullptr, true, /*ignore_comments=*/true);
+  } catch (const Json::exception& e) {  // a syntax error, or a number past double's range
+    FG_CHECK(false, source, ": invalid JSON: ", e.what());
   }
-  merge_json(patch, path);
+  merge_json(patch, source);
 }
 
 void Config::merge_json(const Json& patch, const std::string& source) { merge_into(root_, patch, "", source); }
@@ -219,7 +226,7 @@ void Config::set_from_string(const std::string& key, const std::string& text) {
     if (t == "False") t = "false";
     try {
       value = Json::parse(t);
-    } catch (const Json::parse_error&) {
+    } catch (const Json::exception&) {  // a syntax error, or a number past double's range
       FG_CHECK(false, "--opts: config key ", key, " must be ", type_name(current), ", got '", text, "'");
     }
   }

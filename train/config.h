@@ -25,6 +25,8 @@ class Config {
   Config() : root_(default_config()) {}
   // Merges a JSON file (keys must exist in the defaults). `source` names it in errors.
   void merge_file(const std::string& path);
+  // The same for a config file's text (JSON, comments allowed).
+  void merge_text(const std::string& text, const std::string& source);
   // The config of a command-line tool's model: the trainer config file when
   // given, else the preset with its class count and image size.
   static Config for_model(const std::string& cfg_file, const std::string& preset, int64_t num_classes,

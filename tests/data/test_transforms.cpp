@@ -415,6 +415,13 @@ TEST_CASE("RandAugment: the reference's spec, op choice, probability and magnitu
   CHECK_THROWS_WITH_AS(RandAugmentConfig::parse("original-mstd0.5", 224, mean, "bicubic"),
                        doctest::Contains("RandAugment"), Error);
   CHECK_THROWS_AS(RandAugmentConfig::parse("rand-m9", 224, mean, "lanczos"), Error);
+  // Numbers past int's range are refused by name (converting them is undefined).
+  for (const std::string spec : {"rand-mmax1e32", "rand-n3000000000", "rand-m5000000000"}) {
+    CAPTURE(spec);
+    CHECK_THROWS_WITH_AS(RandAugmentConfig::parse(spec, 224, mean, "bicubic"),
+                         doctest::Contains("out of range"), Error);
+  }
+  CHECK(RandAugmentConfig::parse("rand-n2147483647", 224, mean, "bicubic").num_layers == 2147483647);
 
   // Draws: 2 ops with p 0.5 each -> 1 applied on average; magnitudes as the level functions give.
   const RandAugment ra(c);

@@ -84,6 +84,16 @@ TEST_CASE("config: files, --opts and errors naming the key") {
     f << R"({"AUG": )";
   }
   CHECK_THROWS_WITH_AS(c.merge_file(path), doctest::Contains("invalid JSON"), Error);
+  // A number past double's range is the JSON library's out_of_range, not a
+  // syntax error: still refused as invalid JSON naming the file or the key.
+  {
+    std::ofstream f(path);
+    f << R"({"TRAIN": {"BASE_LR": 5.0e4444}})";
+  }
+  const std::string invalid = path + ": invalid JSON";
+  CHECK_THROWS_WITH_AS(c.merge_file(path), doctest::Contains(invalid.c_str()), Error);
+  CHECK_THROWS_WITH_AS(c.set_from_string("TRAIN.BASE_LR", "1e999"),
+                       doctest::Contains("config key TRAIN.BASE_LR must be"), Error);
   CHECK_THROWS_WITH_AS(c.merge_file("no_such_config.json"), doctest::Contains("no_such_config.json"), Error);
   std::remove(path.c_str());
   c.set_from_string("PRECISION", "fp16");
