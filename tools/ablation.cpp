@@ -6,7 +6,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -135,9 +137,21 @@ int main(int argc, char** argv) {
       FG_CHECK(found, "unknown arm '", name, "' (baseline, fgloss, layerscale, both)");
       chosen.push_back(found);
     }
-    const Json config = Json::parse(std::ifstream(cfg), nullptr, true, true);
-    const std::string model_name = config.contains("MODEL") && config["MODEL"].contains("NAME")
-                                       ? config["MODEL"]["NAME"].get<std::string>() : "soft_moe_32";
+    std::ifstream cfg_stream(cfg);
+    FG_CHECK(cfg_stream.good(), "cannot read config file ", cfg);
+    Json config;
+    try {
+      config = Json::parse(cfg_stream, nullptr, true, true);
+    } catch (const Json::exception& e) {
+      FG_CHECK(false, cfg, ": invalid JSON: ", e.what());
+    }
+    // The runs' folder is named after MODEL.NAME, as the trainer names its output.
+    std::string model_name = "soft_moe_32";
+    if (config.is_object() && config.contains("MODEL") && config["MODEL"].is_object() &&
+        config["MODEL"].contains("NAME")) {
+      FG_CHECK(config["MODEL"]["NAME"].is_string(), cfg, ": config key MODEL.NAME must be a string");
+      model_name = config["MODEL"]["NAME"].get<std::string>();
+    }
     fs::create_directories(output);
 
     Json results = Json::array();
@@ -161,23 +175,32 @@ int main(int argc, char** argv) {
         Json last;
         std::ifstream in(metrics);
         for (std::string line; std::getline(in, line);) {
-          const Json j = Json::parse(line);
-          if (j.value("kind", "") == "eval") last = j;
+          // A run killed while writing leaves a partial line; the resumed run goes on after it.
+          const Json j = Json::parse(line, nullptr, /*allow_exceptions=*/false);
+          if (j.is_object() && j.value("kind", "") == "eval") last = j;
         }
         FG_CHECK(!last.is_null(), metrics.string(), " holds no evaluation");
+        FG_CHECK(last["acc1"].is_number(), metrics.string(), ": the last evaluation has no acc1");
         Json record = {{"arm", arm->name}, {"seed", seed}, {"acc1", last["acc1"]}};
         acc.push_back(last["acc1"].get<double>());
-        // The last Soft MoE layer's alignment, when validation masks exist.
-        std::string q_key, iou_key;
+        // The last Soft MoE layer's alignment, when validation masks exist (the
+        // highest layer number: "layer10" comes after "layer9").
+        const std::string q_prefix = "alignment_q_layer";
+        long last_layer = -1;
         for (auto it = last.begin(); it != last.end(); ++it) {
-          if (it.key().rfind("alignment_q_layer", 0) == 0 && it.key() > q_key) q_key = it.key();
-          if (it.key().rfind("alignment_iou_layer", 0) == 0 && it.key() > iou_key) iou_key = it.key();
+          if (it.key().rfind(q_prefix, 0) == 0)
+            last_layer = std::max(last_layer, std::strtol(it.key().c_str() + q_prefix.size(), nullptr, 10));
         }
-        if (!q_key.empty()) {
-          q.push_back(last[q_key].get<double>());
-          iou.push_back(last[iou_key].get<double>());
-          record["q"] = last[q_key];
-          record["iou"] = last[iou_key];
+        if (last_layer >= 0) {
+          const std::string layer = std::to_string(last_layer);
+          const Json& q_value = last[q_prefix + layer];
+          const Json& iou_value = last["alignment_iou_layer" + layer];
+          FG_CHECK(q_value.is_number() && iou_value.is_number(), metrics.string(),
+                   ": the alignment of layer ", layer, " is not a number pair");
+          q.push_back(q_value.get<double>());
+          iou.push_back(iou_value.get<double>());
+          record["q"] = q_value;
+          record["iou"] = iou_value;
         }
         results.push_back(record);
       }
