@@ -116,6 +116,9 @@ def main():
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--no-tf32", action="store_true", help="CUDA fp32: keep float32 matmuls off TF32")
     ap.add_argument("--variant", default="eager", choices=["eager", "compiled"])
+    ap.add_argument("--compile-mode", default="default",
+                    choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                    help="torch.compile's mode for --variant compiled")
     ap.add_argument("--breakdown", action="store_true", help="time forward, backward and optimizer apart")
     for name, default in [("batch", 8), ("image-size", 224), ("classes", 1000), ("warmup", 2),
                           ("steps", 5), ("threads", 2), ("seed", 0)]:
@@ -161,7 +164,18 @@ def main():
     fused = {"fused": True} if dev.type == "cuda" else {}
     opt = torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=1e-4, weight_decay=0.05, **fused)
-    run = torch.compile(model) if a.variant == "compiled" else model
+    run = model
+    graphs = False  # torch.compile records CUDA graphs (reduce-overhead, max-autotune)
+    if a.variant == "compiled":
+        mode = None if a.compile_mode == "default" else a.compile_mode
+        run = torch.compile(model, mode=mode)
+        if mode is not None:
+            notes.append(f"torch.compile(mode='{mode}')")
+        graphs = dev.type == "cuda" and mode in ("reduce-overhead", "max-autotune")
+        if graphs and a.warmup < 3:
+            # CUDA graph trees run a step eagerly, then record, then replay.
+            notes.append(f"warm-up raised from {a.warmup} to 3 steps for CUDA graph recording")
+            a.warmup = 3
     size = cfg["image_size"]
     images = torch.randn(a.batch, cfg["num_channels"], size, size, device=dev)
     masks = (torch.rand(a.batch, 1, size, size, device=dev) > 0.5).float()
@@ -180,6 +194,8 @@ def main():
     phases = {"forward": [], "backward": [], "optimizer": []}
 
     def step():
+        if graphs and hasattr(torch, "compiler") and hasattr(torch.compiler, "cudagraph_mark_step_begin"):
+            torch.compiler.cudagraph_mark_step_begin()  # a new training step: earlier outputs may be overwritten
         with autocast():
             logits, aux = run(images, masks)
             loss = torch.sum(-targets * torch.log_softmax(logits.float(), dim=-1), dim=-1).mean()

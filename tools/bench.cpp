@@ -99,6 +99,9 @@ peer:
                         and threads, and print the ratios
   --compile             also time it under torch.compile (implies --compare-pytorch;
                         reported as unavailable where the torch has no torch.compile)
+  --compile-mode MODE   torch.compile's mode: default, reduce-overhead (CUDA graphs:
+                        compare with --cuda-graph), max-autotune or
+                        max-autotune-no-cudagraphs (implies --compile)
   --python PATH         Python interpreter with torch for the peer (default: the one
                         found at configure time)
 
@@ -124,7 +127,7 @@ struct Options {
   int warmup = 2, steps = 5, threads = 0, workers = 0;
   bool tf32 = true, breakdown = false, compare = false, compile = false, cuda_graph = false;
   double peak_tflops = 0;
-  std::string python = FGMOE_PYTHON, data_path, json_path;
+  std::string python = FGMOE_PYTHON, data_path, json_path, compile_mode = "default";
 };
 
 Options parse_options(int argc, char** argv, bool& help) {
@@ -164,6 +167,14 @@ Options parse_options(int argc, char** argv, bool& help) {
                "--peak-tflops needs a positive number, got '", v, "'");
     } else if (arg == "--compare-pytorch") o.compare = true;
     else if (arg == "--compile") o.compare = o.compile = true;
+    else if (arg == "--compile-mode") {
+      o.compile_mode = value();
+      FG_CHECK(o.compile_mode == "default" || o.compile_mode == "reduce-overhead" ||
+                   o.compile_mode == "max-autotune" || o.compile_mode == "max-autotune-no-cudagraphs",
+               "--compile-mode must be default, reduce-overhead, max-autotune or "
+               "max-autotune-no-cudagraphs, got '", o.compile_mode, "'");
+      o.compare = o.compile = true;
+    }
     else if (arg == "--python") o.python = value();
     else if (arg == "--data-path") o.data_path = value();
     else if (arg == "--json") o.json_path = value();
@@ -313,6 +324,10 @@ Side run_peer(const Options& o, const models::ModelConfig& config, const std::st
                                    "--threads", std::to_string(o.threads)};
   if (!o.tf32) args.push_back("--no-tf32");
   if (o.breakdown) args.push_back("--breakdown");
+  if (variant == "compiled") {
+    args.push_back("--compile-mode");
+    args.push_back(o.compile_mode);
+  }
   std::string cmd;
   for (const std::string& a : args) {
     if (!cmd.empty()) cmd += ' ';
@@ -742,6 +757,7 @@ int main(int argc, char** argv) {
                          {"steps", o.steps},
                          {"breakdown", o.breakdown},
                          {"cuda_graph", o.cuda_graph},
+                         {"compile_mode", o.compile ? Json(o.compile_mode) : Json()},
                          {"data", loader ? "loader" : "synthetic"}};
       if (!graph_json.is_null()) j["cuda_graph"] = graph_json;
       j["machine"] = Json{{"cpu", cpu_model()},

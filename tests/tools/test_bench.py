@@ -74,6 +74,9 @@ def main():
         check(bad.returncode != 0 and "CUDA" in bad.stderr, f"bf16 on the CPU accepted: {bad.stderr}")
         bad = subprocess.run([a.tool, "--attention", "flash"], capture_output=True, text=True)
         check(bad.returncode != 0 and "--attention" in bad.stderr, f"--attention flash accepted: {bad.stderr}")
+        bad = subprocess.run([a.tool, "--compile-mode", "fastest"], capture_output=True, text=True)
+        check(bad.returncode != 0 and "--compile-mode" in bad.stderr and "fastest" in bad.stderr,
+              f"--compile-mode fastest accepted: {bad.stderr}")
 
         # A peer that cannot run (here a "Python" that exits 1) is reported in the
         # table and fails the run with status 3, after fgmoe's numbers were printed and saved.
@@ -118,9 +121,11 @@ def main():
             print("\n".join(failures) or "loader run OK")
             sys.exit(1 if failures else 77)
 
-        # Against the PyTorch peer, eager and (where the torch has it) compiled.
-        j = run(a.tool, TINY + ["--classes", "10", "--compare-pytorch", "--compile"], os.path.join(tmp, "peer.json"))
+        # Against the PyTorch peer, eager and (where the torch has it) compiled;
+        # --compile-mode implies --compare-pytorch and --compile.
+        j = run(a.tool, TINY + ["--classes", "10", "--compile-mode", "reduce-overhead"], os.path.join(tmp, "peer.json"))
         if j is not None:
+            check(j["config"].get("compile_mode") == "reduce-overhead", f"compile mode not recorded: {j['config']}")
             f = j["flops"]
             check(f["forward_per_image"] > 0 and abs(f["step_per_image"] - 3 * f["forward_per_image"]) < 1e-6 * f["step_per_image"]
                   and abs(f["step"] - 2 * f["step_per_image"]) < 1e-6 * f["step"], f"FLOP counts inconsistent: {f}")
