@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstdio>
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "engine/error.h"
+#include "train/logger.h"
 
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
@@ -155,6 +157,11 @@ int main(int argc, char** argv) {
     fs::create_directories(output);
 
     Json results = Json::array();
+    // Progress: runs done, and the time left from the runs that trained in this
+    // invocation (a finished run that is only read again takes no time).
+    const size_t total_runs = chosen.size() * seeds.size();
+    size_t run_index = 0, trained_runs = 0;
+    double trained_seconds = 0;
     std::string table = "| arm | top-1 (mean +- std) | runs | alignment q | alignment IoU |\n| --- | --- | --- | --- | --- |\n";
     for (const Arm* arm : chosen) {
       std::vector<double> acc, q, iou;
@@ -169,9 +176,25 @@ int main(int argc, char** argv) {
         args.push_back("SEED");
         args.push_back(seed);
         args.insert(args.end(), arm->opts.begin(), arm->opts.end());
-        std::fprintf(stderr, "== %s, seed %s\n", arm->label.c_str(), seed.c_str());
+        ++run_index;
+        std::string eta;
+        if (trained_runs > 0) {
+          const double left = trained_seconds / static_cast<double>(trained_runs) *
+                              static_cast<double>(total_runs - run_index + 1);
+          eta = ", about " + fg::train::format_duration(left) + " left";
+        }
+        std::fprintf(stderr, "== %s, seed %s (run %zu of %zu%s)\n", arm->label.c_str(), seed.c_str(), run_index,
+                     total_runs, eta.c_str());
+        std::error_code no_metrics;
+        const auto written_before = fs::last_write_time(metrics, no_metrics);
+        const auto started = std::chrono::steady_clock::now();
         const int rc = run_process(args);  // resumes, or returns at once when finished
         FG_CHECK(rc == 0, "the run ", tag, " failed (exit ", rc, "); its log is in ", run.string());
+        std::error_code unused;
+        if (no_metrics || fs::last_write_time(metrics, unused) != written_before) {
+          trained_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+          ++trained_runs;
+        }
         Json last;
         std::ifstream in(metrics);
         for (std::string line; std::getline(in, line);) {

@@ -74,6 +74,10 @@ def main():
         # ---- the study ----
         r = run(cmd)
         check(r.returncode == 0, "the four arms train: " + r.stderr[-800:])
+        progress = re.findall(r"^== (.*), seed (\d) \(run (\d+) of 8(, about \d+:\d\d:\d\d left)?\)$", r.stderr, re.M)
+        check([int(p[2]) for p in progress] == list(range(1, 9)) and not progress[0][3]
+              and all(p[3] for p in progress[1:]),
+              "each run is announced with its number of 8 and, after the first, the time left: %s" % progress)
         results = json.load(open(os.path.join(out, "ablation.json")))
         check(sorted((x["arm"], x["seed"]) for x in results) == sorted((n, s) for n in ARMS for s in SEEDS),
               "ablation.json holds one record per arm and seed")
