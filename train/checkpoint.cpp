@@ -1,5 +1,7 @@
 #include "train/checkpoint.h"
 
+#include <charconv>
+#include <cmath>
 #include <filesystem>
 
 #include "engine/serialize/pth.h"
@@ -47,37 +49,79 @@ Value optimizer_value(const optim::AdamW& opt) {
   return out;
 }
 
-void restore_optimizer(const Value& v, optim::AdamW& opt, const std::string& path) {
+// Reads entry `name` of the checkpoint `path` with read(); an error (a missing
+// key, a value of the wrong kind) names the file and the entry.
+template <class F>
+auto read_entry(const std::string& path, const std::string& name, F&& read) -> decltype(read()) {
+  try {
+    return read();
+  } catch (const Error& e) {
+    throw Error(str_cat(path, ": checkpoint entry '", name, "': ", e.what()));
+  }
+}
+
+// A count: an int, not negative, and far from int64's end so that the
+// schedule's arithmetic on it cannot overflow.
+int64_t read_count(const Value& v) {
+  const int64_t n = v.as_int();
+  FG_CHECK(n >= 0 && n < (int64_t{1} << 40), "expected a count, got ", n);
+  return n;
+}
+
+// A generator's seed or offset, saved as decimal text (Python ints may exceed int64).
+uint64_t read_u64_text(const Value& v) {
+  const std::string& text = v.as_string();
+  uint64_t out = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+  FG_CHECK(!text.empty() && ec == std::errc() && end == text.data() + text.size(),
+           "expected an unsigned 64-bit integer as text, got '", text, "'");
+  return out;
+}
+
+// Errors name what is wrong; the caller adds the file.
+void restore_optimizer(const Value& v, optim::AdamW& opt) {
   const Value& groups = v.at("param_groups");
-  FG_CHECK(groups.items().size() == opt.groups().size(), path, ": the optimizer has ",
+  FG_CHECK(groups.items().size() == opt.groups().size(), "the optimizer has ",
            groups.items().size(), " parameter groups, this model ", opt.groups().size());
   size_t total = 0;
   for (size_t g = 0; g < opt.groups().size(); ++g) {
     const size_t n = groups.items()[g].at("params").items().size();
-    FG_CHECK(n == opt.groups()[g].params.size(), path, ": optimizer group ", g, " has ", n,
+    FG_CHECK(n == opt.groups()[g].params.size(), "optimizer group ", g, " has ", n,
              " parameters, this model ", opt.groups()[g].params.size());
     total += n;
   }
   const Value& state = v.at("state");
   const auto& dict = state.as_dict();
   std::vector<optim::AdamW::State>& states = opt.states();
-  FG_CHECK(states.size() == total, path, ": optimizer parameter count mismatch");
+  FG_CHECK(states.size() == total, "optimizer parameter count mismatch");
   // Parameters in group order, as their indices.
   std::vector<const Tensor*> params;
   for (const auto& group : opt.groups())
     for (const Tensor& p : group.params) params.push_back(&p);
   for (size_t i = 0; i < dict.size(); ++i) {
     const auto* key = std::get_if<int64_t>(&dict.key(i));
-    FG_CHECK(key && *key >= 0 && static_cast<size_t>(*key) < total, path,
-             ": optimizer state has an invalid key ", serialize::key_repr(dict.key(i)));
+    FG_CHECK(key && *key >= 0 && static_cast<size_t>(*key) < total,
+             "optimizer state has an invalid key ", serialize::key_repr(dict.key(i)));
     const Value& entry = dict.value(i);
     const Tensor& param = *params[static_cast<size_t>(*key)];
     optim::AdamW::State& s = states[static_cast<size_t>(*key)];
     const Value& step = entry.at("step");
-    s.step = step.is_tensor() ? static_cast<int64_t>(step.as_tensor().item()) : step.as_int();
+    // torch saves the step as a one-value tensor (a float), older versions as an int.
+    double step_value = 0;
+    if (step.is_tensor()) {
+      FG_CHECK(step.as_tensor().numel() == 1, "the step of parameter ", *key, " has ",
+               step.as_tensor().numel(), " values");
+      step_value = step.as_tensor().item();
+    } else {
+      step_value = static_cast<double>(step.as_int());
+    }
+    FG_CHECK(std::isfinite(step_value) && step_value >= 0 && step_value < 0x1p40 &&
+                 step_value == std::floor(step_value),
+             "the step of parameter ", *key, " is ", step_value, ", not a count");
+    s.step = static_cast<int64_t>(step_value);
     for (const char* name : {"exp_avg", "exp_avg_sq"}) {
       const Tensor& t = entry.at(name).as_tensor();
-      FG_CHECK(t.shape() == param.shape(), path, ": optimizer ", name, " of parameter ", *key,
+      FG_CHECK(t.shape() == param.shape(), "optimizer ", name, " of parameter ", *key,
                " has shape ", shape_str(t.shape()), ", the parameter ", shape_str(param.shape()));
     }
     s.exp_avg = entry.at("exp_avg").as_tensor().to(param.dtype()).to(param.device()).contiguous().clone();
@@ -131,23 +175,31 @@ LoadedCheckpoint load_checkpoint(const std::string& path, models::SoftMoEViT& mo
   FG_CHECK(weights != nullptr, path, ": the checkpoint has no 'model' entry");
   model.load_state_dict(serialize::state_dict_from_value(*weights, path + " ['model']"), true);
   LoadedCheckpoint out;
-  if (const Value* e = ckpt.find("epoch")) out.state.epoch = e->as_int();
-  if (const Value* m = ckpt.find("max_accuracy")) out.state.max_accuracy = m->as_float();
+  if (const Value* e = ckpt.find("epoch")) out.state.epoch = read_entry(path, "epoch", [&] { return read_count(*e); });
+  if (const Value* m = ckpt.find("max_accuracy"))
+    out.state.max_accuracy = read_entry(path, "max_accuracy", [&] { return m->as_float(); });
   out.state.epoch_finished = true;  // a reference checkpoint is written after its epoch
   if (const Value* own = ckpt.find("fgmoe")) {
     out.has_fgmoe_state = true;
-    out.state.next_step = own->at("next_step").as_int();
-    out.state.epoch_finished = own->at("epoch_finished").as_bool();
-    out.state.updates = own->at("updates").as_int();
-    out.state.nonfinite_streak = own->at("nonfinite_streak").as_int();
-    out.state.nonfinite_total = own->at("nonfinite_total").as_int();
-    const auto& gen = own->at("dropout_generator").items();
-    out.state.dropout_seed = std::stoull(gen.at(0).as_string());
-    out.state.dropout_offset = std::stoull(gen.at(1).as_string());
+    auto count = [&](const char* name) {
+      return read_entry(path, std::string("fgmoe.") + name, [&] { return read_count(own->at(name)); });
+    };
+    out.state.next_step = count("next_step");
+    out.state.updates = count("updates");
+    out.state.nonfinite_streak = count("nonfinite_streak");
+    out.state.nonfinite_total = count("nonfinite_total");
+    out.state.epoch_finished =
+        read_entry(path, "fgmoe.epoch_finished", [&] { return own->at("epoch_finished").as_bool(); });
+    read_entry(path, "fgmoe.dropout_generator", [&] {
+      const auto& gen = own->at("dropout_generator").items();
+      FG_CHECK(gen.size() == 2, "expected (seed, offset), got ", gen.size(), " values");
+      out.state.dropout_seed = read_u64_text(gen[0]);
+      out.state.dropout_offset = read_u64_text(gen[1]);
+    });
   }
   if (optimizer) {
     if (const Value* opt = ckpt.find("optimizer")) {
-      restore_optimizer(*opt, *optimizer, path);
+      read_entry(path, "optimizer", [&] { restore_optimizer(*opt, *optimizer); });
       out.has_optimizer = true;
     }
   }
