@@ -18,17 +18,36 @@
 
 namespace fg::data {
 
+namespace {
+
+// Formats fgmoe does not decode, named by their magic bytes for the message
+// that refuses them (stb_image reads some of them, but its decoders for those
+// are the least hardened against corrupt input).
+const char* other_format_name(const uint8_t* data, size_t size) {
+  auto starts = [&](const char* magic, size_t n, size_t at) {
+    return size >= at + n && std::memcmp(data + at, magic, n) == 0;
+  };
+  if (starts("GIF8", 4, 0)) return "GIF";
+  if (starts("BM", 2, 0)) return "BMP";
+  if (starts("RIFF", 4, 0) && starts("WEBP", 4, 8)) return "WebP";
+  if (starts("II*\0", 4, 0) || starts("MM\0*", 4, 0)) return "TIFF";
+  if (starts("8BPS", 4, 0)) return "PSD";
+  return nullptr;
+}
+
+[[noreturn]] void refuse_format(const uint8_t* data, size_t size) {
+  if (const char* name = other_format_name(data, size))
+    throw DecodeError(str_cat("a ", name, " image: fgmoe reads JPEG and PNG (convert it, e.g. with PIL)"));
+  throw DecodeError("not an image (unknown format)");
+}
+
+}  // namespace
+
 ImageFormat sniff_format(const uint8_t* data, size_t size) {
   if (size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF) return ImageFormat::Jpeg;
   static const uint8_t kPng[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
   if (size >= 8 && std::memcmp(data, kPng, 8) == 0) return ImageFormat::Png;
-  if (size >= 4) {
-    int w, h, comp;
-    if (stbi_info_from_memory(data, static_cast<int>(std::min<size_t>(size, 1 << 30)), &w, &h,
-                              &comp)) {
-      return ImageFormat::Other;
-    }
-  }
+  if (other_format_name(data, size)) return ImageFormat::Other;
   return ImageFormat::Unknown;
 }
 
@@ -39,7 +58,7 @@ const char* format_name(ImageFormat format) {
     case ImageFormat::Png:
       return "PNG";
     case ImageFormat::Other:
-      return "image";
+      return "another image format";
     case ImageFormat::Unknown:
       break;
   }
@@ -293,6 +312,7 @@ ImageInfo probe_image(const uint8_t* data, size_t size) {
     if (outcome.failed) throw DecodeError(std::string("corrupt JPEG: ") + outcome.message);
     return info;
   }
+  if (format != ImageFormat::Png) refuse_format(data, size);
   FG_CHECK(size < (size_t{1} << 31), "image file too large for stb_image");
   int w = 0, h = 0, comp = 0;
   if (!stbi_info_from_memory(data, static_cast<int>(size), &w, &h, &comp)) {
@@ -309,13 +329,13 @@ void decode_image(const uint8_t* data, size_t size, const DecodeRequestChooser& 
       decode_jpeg(data, size, choose, out);
       return;
     case ImageFormat::Png:
-    case ImageFormat::Other:
       decode_with_stb(data, size, format, choose, out);
       return;
+    case ImageFormat::Other:
     case ImageFormat::Unknown:
       break;
   }
-  throw DecodeError("not an image (unknown format)");
+  refuse_format(data, size);
 }
 
 void decode_image(const uint8_t* data, size_t size, const DecodeRequest& request,
@@ -326,8 +346,18 @@ void decode_image(const uint8_t* data, size_t size, const DecodeRequest& request
 
 void decode_gray(const uint8_t* data, size_t size, InterleavedImage& out) {
   FG_CHECK(size < (size_t{1} << 31), "image file too large for stb_image");
-  if (sniff_format(data, size) == ImageFormat::Unknown) {
-    throw DecodeError("not an image (unknown format)");
+  const ImageFormat format = sniff_format(data, size);
+  if (format != ImageFormat::Jpeg && format != ImageFormat::Png) refuse_format(data, size);
+  if (format == ImageFormat::Jpeg) {
+    // Through libjpeg-turbo, as every JPEG: Debian's stb_image asserts (aborting
+    // the process) on some corrupt Huffman data. Luma as stb_image computes it.
+    thread_local DecodedImage rgb;
+    decode_jpeg(data, size, [](const ImageInfo&) { return DecodeRequest{}; }, rgb);
+    out.reset(rgb.rgb.width, rgb.rgb.height, 1);
+    const uint8_t* in = rgb.rgb.pixels.data();
+    for (size_t i = 0; i < out.pixels.size(); ++i, in += 3)
+      out.pixels[i] = static_cast<uint8_t>((in[0] * 77 + in[1] * 150 + in[2] * 29) >> 8);
+    return;
   }
   int w = 0, h = 0, comp = 0;
   if (!stbi_info_from_memory(data, static_cast<int>(size), &w, &h, &comp)) {

@@ -1,7 +1,8 @@
 // Image decoding: JPEG through libjpeg-turbo (with DCT-domain downscaling and
 // decoding of a window only, both of which skip work the transforms would
-// throw away), PNG and anything else stb_image reads through stb_image.
-// The format is recognized from the bytes, never from the file name.
+// throw away), PNG through stb_image. Other formats (GIF, BMP, WebP, TIFF,
+// PSD) are refused by name. The format is recognized from the bytes, never
+// from the file name.
 #pragma once
 
 #include <cstddef>

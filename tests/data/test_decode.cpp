@@ -299,3 +299,61 @@ TEST_CASE("decode: an image over PIL's decompression-bomb limit is refused befor
   // The header can still be read (the loader's size probe).
   CHECK(probe_image(huge_png.data(), huge_png.size()).height == 8847377);
 }
+
+TEST_CASE("decode: a JPEG whose Huffman data aborts stb_image is refused as a mask and as an image") {
+  // Found by fuzzing (tools/fuzz.sh image): Debian's stb_image, built with
+  // assertions, aborted the fuzzing process in its Huffman decoder on this file
+  // (after other inputs: alone it returns an error, so the outcome depends on
+  // what the heap held before). PIL refuses the file ("broken data stream").
+  // JPEG masks now decode through libjpeg-turbo, whose error names the JPEG.
+  const std::vector<uint8_t> bytes = read_bytes(std::string(FGMOE_DATA_TEST_DIR) + "/files/corrupt_huffman.jpg");
+  REQUIRE(sniff_format(bytes.data(), bytes.size()) == ImageFormat::Jpeg);
+  InterleavedImage gray;
+  std::string verdict = "decoded";
+  try {
+    decode_gray(bytes.data(), bytes.size(), gray);
+  } catch (const DecodeError& e) {
+    verdict = e.what();
+  }
+  CHECK_MESSAGE(verdict.find("JPEG") != std::string::npos, verdict);
+  CHECK_THROWS_AS(decode(bytes), DecodeError);
+}
+
+TEST_CASE("decode: a JPEG mask's gray values are the luma of its libjpeg-turbo decode") {
+  const InterleavedImage img = random_image(37, 21, 3, 9);
+  const auto jpeg = encode_jpeg(img);
+  const DecodedImage rgb = decode(jpeg);
+  InterleavedImage gray;
+  decode_gray(jpeg.data(), jpeg.size(), gray);
+  REQUIRE(gray.width == 37);
+  REQUIRE(gray.height == 21);
+  REQUIRE(gray.channels == 1);
+  int mismatches = 0;
+  for (size_t i = 0; i < gray.pixels.size(); ++i) {
+    const uint8_t* p = rgb.rgb.pixels.data() + 3 * i;
+    mismatches += gray.pixels[i] != ((p[0] * 77 + p[1] * 150 + p[2] * 29) >> 8);
+  }
+  CHECK(mismatches == 0);
+}
+
+TEST_CASE("decode: formats other than JPEG and PNG are refused by name, before any decoder runs") {
+  using namespace std::string_literals;  // the headers hold zero bytes
+  const std::string gif = "GIF89a\x02\x00\x02\x00\x80\x00\x00"s;
+  const std::string bmp = "BM\x46\x00\x00\x00\x00\x00\x00\x00\x36\x00\x00\x00"s;
+  const std::string webp = "RIFF\x24\x00\x00\x00WEBPVP8 "s;
+  const std::string tiff = "II*\0\x08\x00\x00\x00"s;
+  for (const auto& [bytes, name] : std::vector<std::pair<std::string, std::string>>{
+           {gif, "GIF"}, {bmp, "BMP"}, {webp, "WebP"}, {tiff, "TIFF"}}) {
+    CAPTURE(name);
+    const std::vector<uint8_t> data(bytes.begin(), bytes.end());
+    CHECK(sniff_format(data.data(), data.size()) == ImageFormat::Other);
+    const std::string expected = "a " + name + " image: fgmoe reads JPEG and PNG";
+    CHECK_THROWS_WITH_AS(decode(data), doctest::Contains(expected.c_str()), DecodeError);
+    CHECK_THROWS_WITH_AS(probe_image(data.data(), data.size()), doctest::Contains(expected.c_str()), DecodeError);
+    InterleavedImage gray;
+    CHECK_THROWS_WITH_AS(decode_gray(data.data(), data.size(), gray), doctest::Contains(expected.c_str()),
+                         DecodeError);
+  }
+  const std::vector<uint8_t> text = {'h', 'e', 'l', 'l', 'o'};
+  CHECK_THROWS_WITH_AS(decode(text), doctest::Contains("not an image (unknown format)"), DecodeError);
+}
