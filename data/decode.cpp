@@ -351,7 +351,7 @@ void decode_gray(const uint8_t* data, size_t size, InterleavedImage& out) {
   if (format == ImageFormat::Jpeg) {
     // Through libjpeg-turbo, as every JPEG: Debian's stb_image asserts (aborting
     // the process) on some corrupt Huffman data. Luma as stb_image computes it.
-    thread_local DecodedImage rgb;
+    DecodedImage rgb;  // not kept: JPEG masks are rare, and this one may be large
     decode_jpeg(data, size, [](const ImageInfo&) { return DecodeRequest{}; }, rgb);
     out.reset(rgb.rgb.width, rgb.rgb.height, 1);
     const uint8_t* in = rgb.rgb.pixels.data();
