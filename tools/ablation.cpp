@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "engine/error.h"
+#include "train/config.h"
 #include "train/logger.h"
 
 namespace fs = std::filesystem;
@@ -139,21 +140,10 @@ int main(int argc, char** argv) {
       FG_CHECK(found, "unknown arm '", name, "' (baseline, fgloss, layerscale, both)");
       chosen.push_back(found);
     }
-    std::ifstream cfg_stream(cfg);
-    FG_CHECK(cfg_stream.good(), "cannot read config file ", cfg);
-    Json config;
-    try {
-      config = Json::parse(cfg_stream, nullptr, true, true);
-    } catch (const Json::exception& e) {
-      FG_CHECK(false, cfg, ": invalid JSON: ", e.what());
-    }
     // The runs' folder is named after MODEL.NAME, as the trainer names its output.
-    std::string model_name = "soft_moe_32";
-    if (config.is_object() && config.contains("MODEL") && config["MODEL"].is_object() &&
-        config["MODEL"].contains("NAME")) {
-      FG_CHECK(config["MODEL"]["NAME"].is_string(), cfg, ": config key MODEL.NAME must be a string");
-      model_name = config["MODEL"]["NAME"].get<std::string>();
-    }
+    fg::train::Config config;
+    config.merge_file(cfg);
+    const std::string model_name = config.str("MODEL.NAME");
     fs::create_directories(output);
 
     Json results = Json::array();
