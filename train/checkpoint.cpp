@@ -119,13 +119,12 @@ void restore_optimizer(const Value& v, optim::AdamW& opt) {
                  step_value == std::floor(step_value),
              "the step of parameter ", *key, " is ", step_value, ", not a count");
     s.step = static_cast<int64_t>(step_value);
-    for (const char* name : {"exp_avg", "exp_avg_sq"}) {
+    for (auto [name, moment] : {std::pair{"exp_avg", &s.exp_avg}, std::pair{"exp_avg_sq", &s.exp_avg_sq}}) {
       const Tensor& t = entry.at(name).as_tensor();
       FG_CHECK(t.shape() == param.shape(), "optimizer ", name, " of parameter ", *key,
                " has shape ", shape_str(t.shape()), ", the parameter ", shape_str(param.shape()));
+      *moment = t.to(param.dtype()).to(param.device()).contiguous().clone();
     }
-    s.exp_avg = entry.at("exp_avg").as_tensor().to(param.dtype()).to(param.device()).contiguous().clone();
-    s.exp_avg_sq = entry.at("exp_avg_sq").as_tensor().to(param.dtype()).to(param.device()).contiguous().clone();
   }
 }
 
