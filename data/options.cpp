@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 
 #include "data/imaging.h"
 #include "data/rand_augment.h"
@@ -18,7 +19,9 @@ std::string trim(const std::string& s) {
   return s.substr(a, b - a + 1);
 }
 
-double parse_number(const std::string& key, const std::string& text) {
+}  // namespace
+
+double parse_config_number(const std::string& key, const std::string& text) {
   const std::string t = trim(text);
   char* end = nullptr;
   errno = 0;
@@ -28,12 +31,15 @@ double parse_number(const std::string& key, const std::string& text) {
   return v;
 }
 
-int parse_int(const std::string& key, const std::string& text) {
-  const double v = parse_number(key, text);
-  FG_CHECK(v == std::floor(v) && std::fabs(v) < 2e9, "config key ", key, ": '", text,
-           "' is not an integer");
+int parse_config_int(const std::string& key, const std::string& text) {
+  const double v = parse_config_number(key, text);
+  FG_CHECK(v == std::floor(v), "config key ", key, ": '", text, "' is not an integer");
+  FG_CHECK(std::fabs(v) <= std::numeric_limits<int>::max(), "config key ", key, ": '", text,
+           "' is out of range");
   return static_cast<int>(v);
 }
+
+namespace {
 
 bool parse_bool(const std::string& key, const std::string& text) {
   const std::string t = trim(text);
@@ -53,7 +59,7 @@ std::vector<double> parse_list(const std::string& key, const std::string& text) 
   size_t start = 0;
   while (start <= t.size()) {
     const size_t comma = t.find(',', start);
-    out.push_back(parse_number(key, t.substr(start, comma - start)));
+    out.push_back(parse_config_number(key, t.substr(start, comma - start)));
     if (comma == std::string::npos) break;
     start = comma + 1;
   }
@@ -73,7 +79,7 @@ std::string parse_string(const std::string& text) {
 
 void DataOptions::set(const std::string& key, const std::string& value) {
   if (key == "DATA.IMG_SIZE")
-    img_size = parse_int(key, value);
+    img_size = parse_config_int(key, value);
   else if (key == "DATA.INTERPOLATION")
     interpolation = parse_string(value);
   else if (key == "DATA.MASKS")
@@ -81,25 +87,25 @@ void DataOptions::set(const std::string& key, const std::string& value) {
   else if (key == "TEST.CROP")
     test_crop = parse_bool(key, value);
   else if (key == "AUG.COLOR_JITTER")
-    color_jitter = parse_number(key, value);
+    color_jitter = parse_config_number(key, value);
   else if (key == "AUG.AUTO_AUGMENT")
     auto_augment = parse_string(value);
   else if (key == "AUG.REPROB")
-    reprob = parse_number(key, value);
+    reprob = parse_config_number(key, value);
   else if (key == "AUG.REMODE")
     remode = parse_string(value);
   else if (key == "AUG.RECOUNT")
-    recount = parse_int(key, value);
+    recount = parse_config_int(key, value);
   else if (key == "AUG.MIXUP")
-    mixup = parse_number(key, value);
+    mixup = parse_config_number(key, value);
   else if (key == "AUG.CUTMIX")
-    cutmix = parse_number(key, value);
+    cutmix = parse_config_number(key, value);
   else if (key == "AUG.CUTMIX_MINMAX")
     cutmix_minmax = parse_list(key, value);
   else if (key == "AUG.MIXUP_PROB")
-    mixup_prob = parse_number(key, value);
+    mixup_prob = parse_config_number(key, value);
   else if (key == "AUG.MIXUP_SWITCH_PROB")
-    mixup_switch_prob = parse_number(key, value);
+    mixup_switch_prob = parse_config_number(key, value);
   else if (key == "AUG.MIXUP_MODE")
     mixup_mode = parse_string(value);
   else if (key == "AUG.CUTMIX_MOVES_MASK")
@@ -107,7 +113,7 @@ void DataOptions::set(const std::string& key, const std::string& value) {
   else if (key == "DATA.JPEG_DCT_SCALING")
     jpeg_dct_scaling = parse_bool(key, value);
   else if (key == "MODEL.LABEL_SMOOTHING")
-    label_smoothing = parse_number(key, value);
+    label_smoothing = parse_config_number(key, value);
   else
     FG_CHECK(false, "unknown data config key ", key);
 }

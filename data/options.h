@@ -73,4 +73,9 @@ struct DataOptions {
   int eval_resize_size() const;
 };
 
+// A config value's text as a finite number, or as an int (in int's range);
+// throws fg::Error naming the key and the text.
+double parse_config_number(const std::string& key, const std::string& text);
+int parse_config_int(const std::string& key, const std::string& text);
+
 }  // namespace fg::data

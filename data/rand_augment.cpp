@@ -1,12 +1,11 @@
 #include "data/rand_augment.h"
 
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
-#include <cstdlib>
 #include <limits>
 #include <utility>
 
+#include "data/options.h"
 #include "engine/error.h"
 
 namespace fg::data {
@@ -122,23 +121,8 @@ const std::vector<double> kChoiceWeights0 = {0.025, 0.005, 0.0,   0.3, 0.0, 0.00
 
 constexpr double kLevelDenominator = 10.0;
 
-double parse_double(const std::string& spec, const std::string& text) {
-  char* end = nullptr;
-  errno = 0;
-  const double v = std::strtod(text.c_str(), &end);
-  FG_CHECK(!text.empty() && end && *end == '\0' && errno == 0, "config key AUG.AUTO_AUGMENT: '",
-           spec, "': bad number '", text, "'");
-  return v;
-}
-
-int parse_int(const std::string& spec, const std::string& text) {
-  const double v = parse_double(spec, text);
-  FG_CHECK(v == std::floor(v), "config key AUG.AUTO_AUGMENT: '", spec, "': '", text,
-           "' is not an integer");
-  FG_CHECK(std::fabs(v) <= std::numeric_limits<int>::max(), "config key AUG.AUTO_AUGMENT: '", spec,
-           "': '", text, "' is out of range");
-  return static_cast<int>(v);
-}
+// The key a spec's numbers are reported under: the config key and the whole spec.
+std::string spec_key(const std::string& spec) { return "AUG.AUTO_AUGMENT '" + spec + "'"; }
 
 double randomly_negate(double v, Generator& rng) { return rng.uniform() > 0.5 ? -v : v; }
 
@@ -168,21 +152,21 @@ RandAugmentConfig RandAugmentConfig::parse(const std::string& spec, int img_size
     const std::string key = s.substr(0, digit);
     const std::string value = s.substr(digit);
     if (key == "mstd") {
-      double mstd = parse_double(spec, value);
+      double mstd = parse_config_number(spec_key(spec), value);
       if (mstd > 100) mstd = std::numeric_limits<double>::infinity();
       c.magnitude_std = mstd;
     } else if (key == "mmax") {
-      c.magnitude_max = parse_int(spec, value);
+      c.magnitude_max = parse_config_int(spec_key(spec), value);
     } else if (key == "inc") {
       // timm tests bool(value) of the text, which is true even for "inc0";
       // fgmoe reads the number, so inc0 means the standard op set.
-      if (parse_int(spec, value) != 0) c.ops = kRandIncreasingTransforms;
+      if (parse_config_int(spec_key(spec), value) != 0) c.ops = kRandIncreasingTransforms;
     } else if (key == "m") {
-      c.magnitude = parse_int(spec, value);
+      c.magnitude = parse_config_int(spec_key(spec), value);
     } else if (key == "n") {
-      c.num_layers = parse_int(spec, value);
+      c.num_layers = parse_config_int(spec_key(spec), value);
     } else if (key == "w") {
-      c.weight_index = parse_int(spec, value);
+      c.weight_index = parse_config_int(spec_key(spec), value);
       FG_CHECK(c.weight_index == 0, "config key AUG.AUTO_AUGMENT: '", spec,
                "': only choice weights w0 exist");
     } else {
