@@ -165,13 +165,15 @@ def main():
     opt = torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=1e-4, weight_decay=0.05, **fused)
     run = model
-    graphs = False  # torch.compile records CUDA graphs (reduce-overhead, max-autotune)
+    mark_step = None  # with CUDA graphs: torch.compiler.cudagraph_mark_step_begin, called at each step's start
     if a.variant == "compiled":
         mode = None if a.compile_mode == "default" else a.compile_mode
         run = torch.compile(model, mode=mode)
         if mode is not None:
             notes.append(f"torch.compile(mode='{mode}')")
         graphs = dev.type == "cuda" and mode in ("reduce-overhead", "max-autotune")
+        if graphs:
+            mark_step = getattr(getattr(torch, "compiler", None), "cudagraph_mark_step_begin", None)
         if graphs and a.warmup < 3:
             # CUDA graph trees run a step eagerly, then record, then replay.
             notes.append(f"warm-up raised from {a.warmup} to 3 steps for CUDA graph recording")
@@ -194,8 +196,8 @@ def main():
     phases = {"forward": [], "backward": [], "optimizer": []}
 
     def step():
-        if graphs and hasattr(torch, "compiler") and hasattr(torch.compiler, "cudagraph_mark_step_begin"):
-            torch.compiler.cudagraph_mark_step_begin()  # a new training step: earlier outputs may be overwritten
+        if mark_step:
+            mark_step()  # a new training step: earlier outputs may be overwritten
         with autocast():
             logits, aux = run(images, masks)
             loss = torch.sum(-targets * torch.log_softmax(logits.float(), dim=-1), dim=-1).mean()

@@ -17,10 +17,11 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 seconds=${1:-60}
 shift || true
+all_targets=(pth safetensors image config)
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(pth safetensors image config)
+[ ${#targets[@]} -gt 0 ] || targets=("${all_targets[@]}")
 for t in "${targets[@]}"; do
-  case $t in pth|safetensors|image|config) ;; *) echo "tools/fuzz.sh: unknown target '$t' (pth, safetensors, image, config)" >&2; exit 2 ;; esac
+  [[ " ${all_targets[*]} " == *" $t "* ]] || { echo "tools/fuzz.sh: unknown target '$t' (${all_targets[*]})" >&2; exit 2; }
 done
 source tools/deps.sh
 fgmoe_ensure_packages clang libomp-dev
